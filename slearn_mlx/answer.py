@@ -1,0 +1,108 @@
+"""Stage 1: the model answers every question, batched, through its chat template."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from slearn_mlx.progress import progress_bar
+from slearn_mlx.records import Answer, QAItem
+from slearn_mlx.runs import RecordWriter, read_records
+
+MCQ_INSTRUCTION = "Answer with the letter of the correct option."
+
+
+@dataclass
+class AnswerConfig:
+    max_tokens: int = 64  # most tokens generated per answer
+    batch_size: int = 16  # prompts generated together
+    temperature: float = 0.0  # 0 is greedy decoding, which makes answers reproducible
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.max_tokens < 1:
+            out.append("answer.max_tokens must be at least 1")
+        if self.batch_size < 1:
+            out.append("answer.batch_size must be at least 1")
+        if self.temperature < 0:
+            out.append("answer.temperature must not be negative")
+        return out
+
+
+@dataclass(frozen=True)
+class AnswerSummary:
+    n_items: int
+    n_new: int
+    n_tokens: int
+    seconds: float
+
+    def __str__(self) -> str:
+        rate = self.n_tokens / self.seconds if self.seconds else 0.0
+        return (
+            f"answered {self.n_items}: {self.n_new} new, {self.n_items - self.n_new} already done, "
+            f"{self.n_tokens} tokens generated in {self.seconds:.1f} s ({rate:.0f} tok/s)"
+        )
+
+
+def question_text(item: QAItem) -> str:
+    """The user message for an item: the question, with its options for multiple choice."""
+    if not item.options:
+        return item.question
+    lines = [item.question.rstrip(), ""]
+    lines += [f"{letter}. {text}" for letter, text in item.options.items()]
+    lines += ["", MCQ_INSTRUCTION]
+    return "\n".join(lines)
+
+
+def encode_chat(tokenizer, user_message: str) -> list[int]:
+    """Token ids of a one-turn chat ready for the assistant's reply."""
+    if getattr(tokenizer, "chat_template", None):
+        return list(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": user_message}], add_generation_prompt=True, tokenize=True
+            )
+        )
+    # Base models without a chat template: a plain question/answer frame.
+    return list(tokenizer.encode(f"Question: {user_message}\nAnswer:"))
+
+
+def answer_items(
+    model,
+    tokenizer,
+    items: list[QAItem],
+    out_path: Path,
+    config: AnswerConfig = AnswerConfig(),
+    *,
+    progress: bool = True,
+) -> AnswerSummary:
+    """Answer every item not yet in `out_path`, appending one record per answer."""
+    from mlx_lm.generate import batch_generate
+    from mlx_lm.sample_utils import make_sampler
+
+    start = time.perf_counter()
+    done = read_records(out_path, Answer)
+    todo = [item for item in items if item.id not in done]
+    prompts = {item.id: encode_chat(tokenizer, question_text(item)) for item in todo}
+    # Similar lengths together: less padding in every batch.
+    todo.sort(key=lambda item: len(prompts[item.id]))
+    sampler = make_sampler(temp=config.temperature)
+    n_tokens = 0
+    with RecordWriter(out_path) as writer, progress_bar(len(todo), "answer", progress) as bar:
+        for i in range(0, len(todo), config.batch_size):
+            batch = todo[i : i + config.batch_size]
+            response = batch_generate(
+                model,
+                tokenizer,
+                [prompts[item.id] for item in batch],
+                max_tokens=config.max_tokens,
+                sampler=sampler,
+                completion_batch_size=len(batch),
+                prefill_batch_size=len(batch),
+                return_token_ids=True,
+            )
+            for item, text, ids in zip(batch, response.texts, response.token_ids):
+                writer.write(Answer(item.id, text.strip(), len(ids)))
+                n_tokens += len(ids)
+            bar.update(len(batch))
+    return AnswerSummary(len(items), len(todo), n_tokens, time.perf_counter() - start)

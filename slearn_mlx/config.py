@@ -1,0 +1,113 @@
+"""The run's configuration: one dataclass per stage, resolved and validated once.
+
+Precedence: command-line options > `--config` YAML > the run directory's saved
+config.json > defaults. Every problem is reported at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from slearn_mlx.answer import AnswerConfig
+from slearn_mlx.grade import GradeConfig
+from slearn_mlx.runs import RunDir, read_json, write_json_atomic
+from slearn_mlx.select import SelectConfig
+from slearn_mlx.train import TrainConfig
+
+STAGE_CONFIGS = {"answer": AnswerConfig, "grade": GradeConfig, "select": SelectConfig, "train": TrainConfig}
+
+
+@dataclass
+class RunConfig:
+    model: str | None = None  # mlx-lm model: Hugging Face id or local directory; None is the embedded default
+    data: str | None = None  # training QA file
+    test: str | None = None  # held-out QA file for `evaluate`
+    answer: AnswerConfig = field(default_factory=AnswerConfig)
+    grade: GradeConfig = field(default_factory=GradeConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def problems(self) -> list[str]:
+        return [p for name in STAGE_CONFIGS for p in getattr(self, name).problems()]
+
+
+def _merge(config: RunConfig, values: dict[str, Any], source: str, problems: list[str]) -> RunConfig:
+    """Apply a nested dict ({"model": ..., "train": {"epochs": ...}}) onto a config."""
+    top = {}
+    for key, value in values.items():
+        if key in STAGE_CONFIGS:
+            if not isinstance(value, dict):
+                problems.append(f"{source}: '{key}' must be a mapping of options")
+                continue
+            stage = getattr(config, key)
+            known = {f.name: f for f in fields(stage)}
+            updates = {}
+            for name, v in value.items():
+                if name not in known:
+                    problems.append(f"{source}: unknown option '{key}.{name}'")
+                    continue
+                expected = type(getattr(stage, name))
+                if expected is float and isinstance(v, int) and not isinstance(v, bool):
+                    v = float(v)
+                if not isinstance(v, expected) or (expected is int and isinstance(v, bool)):
+                    problems.append(f"{source}: '{key}.{name}' must be {expected.__name__}, got {v!r}")
+                    continue
+                updates[name] = v
+            top[key] = replace(stage, **updates)
+        elif key in ("model", "data", "test"):
+            if value is not None and not isinstance(value, str):
+                problems.append(f"{source}: '{key}' must be a string")
+                continue
+            top[key] = value
+        else:
+            problems.append(f"{source}: unknown option '{key}'")
+    return replace(config, **top)
+
+
+def _nest(overrides: dict[str, Any]) -> dict[str, Any]:
+    """{"train__epochs": 2, "model": m} -> {"train": {"epochs": 2}, "model": m}, dropping unset (None) values.
+
+    Command-line option names carry their stage before a double underscore."""
+    nested: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        stage, _, name = key.partition("__")
+        if name:
+            nested.setdefault(stage, {})[name] = value
+        else:
+            nested[key] = value
+    return nested
+
+
+def resolve_config(run: RunDir, config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The run's configuration from defaults, its saved config, a YAML file and command-line overrides."""
+    import yaml
+
+    problems: list[str] = []
+    config = RunConfig()
+    if run.config.exists():
+        config = _merge(config, read_json(run.config), str(run.config), problems)
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"{path}: cannot read the config file ({exc.__class__.__name__}: {exc})") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a config file must be a mapping of options")
+        config = _merge(config, loaded, str(path), problems)
+    config = _merge(config, _nest(overrides or {}), "command line", problems)
+    problems += config.problems()
+    if problems:
+        raise ValueError("invalid configuration: " + "; ".join(problems))
+    return config
+
+
+def save_config(run: RunDir, config: RunConfig) -> None:
+    write_json_atomic(run.config, config.to_json())

@@ -1,0 +1,75 @@
+"""Stage 5: accuracy of the base model and of base + adapters on a held-out test file.
+
+Both are graded by the same grader; with the judge grader the judge is the base
+model for both, so only the answers change between the two columns.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from slearn_mlx.answer import AnswerConfig, answer_items
+from slearn_mlx.grade import GradeConfig, grade_answers
+from slearn_mlx.records import Answer, Grade, QAItem
+from slearn_mlx.runs import read_records
+from slearn_mlx.train import ADAPTER_FILE
+
+
+@dataclass(frozen=True)
+class EvalSummary:
+    n_test: int
+    base_accuracy: float
+    adapted_accuracy: float | None
+    grader: str
+    seconds: float
+
+    def __str__(self) -> str:
+        head = f"evaluated {self.n_test} test items with {self.grader}: base {100 * self.base_accuracy:.1f}%"
+        if self.adapted_accuracy is None:
+            return f"{head}, no adapters to compare, in {self.seconds:.1f} s"
+        delta = 100 * (self.adapted_accuracy - self.base_accuracy)
+        return f"{head} -> adapted {100 * self.adapted_accuracy:.1f}% ({delta:+.1f} points) in {self.seconds:.1f} s"
+
+
+def accuracy(items: list[QAItem], grades: dict[str, Grade]) -> float:
+    return sum(grades[item.id].correct for item in items) / len(items)
+
+
+def evaluate_adapters(
+    model,
+    tokenizer,
+    test_items: list[QAItem],
+    eval_dir: Path,
+    adapter_dir: Path | None,
+    answer_config: AnswerConfig = AnswerConfig(),
+    grade_config: GradeConfig = GradeConfig(),
+    *,
+    progress: bool = True,
+) -> EvalSummary:
+    """Answer and grade the test items with the base model, then with the adapters in adapter_dir."""
+    from mlx_lm.tuner.utils import load_adapters, remove_lora_layers
+
+    start = time.perf_counter()
+    has_adapters = adapter_dir is not None and (adapter_dir / ADAPTER_FILE).exists()
+    remove_lora_layers(model)  # the base model, whatever was trained on it in this process
+    variants = ["base", "adapted"] if has_adapters else ["base"]
+
+    for variant in variants:
+        if variant == "adapted":
+            load_adapters(model, str(adapter_dir))
+            model.eval()
+        answer_items(model, tokenizer, test_items, eval_dir / f"{variant}_answers.jsonl", answer_config, progress=progress)
+    if has_adapters:
+        remove_lora_layers(model)
+
+    results = {}
+    for variant in variants:
+        answers = read_records(eval_dir / f"{variant}_answers.jsonl", Answer)
+        grades_path = eval_dir / f"{variant}_grades.jsonl"
+        grade_answers(test_items, answers, grades_path, grade_config, judge=(model, tokenizer), progress=progress)
+        results[variant] = accuracy(test_items, read_records(grades_path, Grade))
+    return EvalSummary(
+        len(test_items), results["base"], results.get("adapted"), grade_config.grader, time.perf_counter() - start
+    )

@@ -1,0 +1,159 @@
+"""The stages on a run directory, one function each, and `run_pipeline` calling them in order.
+
+Each stage function reads its inputs from the run directory, runs the stage
+module's core function, records its summary and timing in report.json and
+returns the summary. The model is loaded once per process and shared.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from slearn_mlx.answer import AnswerSummary, answer_items
+from slearn_mlx.config import RunConfig, save_config
+from slearn_mlx.data import load_items
+from slearn_mlx.evaluate import EvalSummary, evaluate_adapters
+from slearn_mlx.grade import GradeSummary, grade_answers
+from slearn_mlx.models import environment_info, load_model, resolve_model
+from slearn_mlx.records import Answer, Grade
+from slearn_mlx.runs import RunDir, load_run_items, read_records, save_items, update_report
+from slearn_mlx.select import SelectSummary, select_unknown
+from slearn_mlx.train import ADAPTER_FILE, TrainSummary, train_adapters
+
+STAGES = ("answer", "grade", "select", "train", "evaluate")
+
+
+class SharedModel:
+    """Loads the run's model on first use and keeps it for the following stages."""
+
+    def __init__(self, name: str | None):
+        self.name = name
+        self._loaded = None
+        self.load_seconds = 0.0
+
+    def get(self):
+        if self._loaded is None:
+            start = time.perf_counter()
+            self._loaded = load_model(self.name)
+            self.load_seconds = time.perf_counter() - start
+        return self._loaded
+
+
+def _outputs(run: RunDir, stage: str) -> list[Path]:
+    return {
+        "answer": [run.answers],
+        "grade": [run.grades],
+        "select": [run.train_dir / "train.jsonl", run.train_dir / "valid.jsonl"],
+        "train": [run.adapters, run.train_dir / "losses.jsonl"],
+        "evaluate": [run.eval_dir],
+    }[stage]
+
+
+def clear_stage(run: RunDir, stage: str) -> None:
+    """Delete a stage's outputs so it recomputes (`--force`)."""
+    for path in _outputs(run, stage):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _record(run: RunDir, stage: str, summary, **totals) -> None:
+    update_report(run, stages={stage: asdict(summary)}, seconds={stage: round(summary.seconds, 3)}, **totals)
+
+
+def _begin(run: RunDir, config: RunConfig, models: SharedModel) -> None:
+    run.root.mkdir(parents=True, exist_ok=True)
+    save_config(run, config)
+    update_report(run, model=resolve_model(config.model), environment=environment_info())
+
+
+def stage_answer(run: RunDir, config: RunConfig, models: SharedModel, *, progress: bool = True) -> AnswerSummary:
+    if not config.data:
+        raise ValueError("no training data given; pass --data FILE.jsonl")
+    items = load_items(config.data)
+    _begin(run, config, models)
+    save_items(run, items)
+    model, tokenizer = models.get()
+    summary = answer_items(model, tokenizer, items, run.answers, config.answer, progress=progress)
+    _record(run, "answer", summary, n_items=len(items), data=str(config.data))
+    return summary
+
+
+def stage_grade(run: RunDir, config: RunConfig, models: SharedModel, *, progress: bool = True) -> GradeSummary:
+    items = load_run_items(run)
+    answers = read_records(run.require(run.answers, "answer"), Answer)
+    _begin(run, config, models)
+    judge = models.get() if config.grade.grader == "judge" else None
+    summary = grade_answers(items, answers, run.grades, config.grade, judge=judge, progress=progress)
+    _record(run, "grade", summary, n_wrong=summary.n_wrong, grader=config.grade.grader)
+    return summary
+
+
+def stage_select(run: RunDir, config: RunConfig, *, progress: bool = True) -> SelectSummary:
+    items = load_run_items(run)
+    grades = read_records(run.require(run.grades, "grade"), Grade)
+    save_config(run, config)
+    summary = select_unknown(items, grades, run.train_dir, config.select)
+    _record(run, "select", summary, n_selected=summary.n_selected)
+    return summary
+
+
+def stage_train(run: RunDir, config: RunConfig, models: SharedModel, *, progress: bool = True) -> TrainSummary:
+    run.require(run.train_dir / "train.jsonl", "select")
+    if (run.adapters / ADAPTER_FILE).exists():
+        return TrainSummary(0, 0, 0, 0, 0.0, None, None, skipped=f"adapters already trained in {run.adapters}; --force retrains")
+    _begin(run, config, models)
+    model, tokenizer = models.get()
+    summary = train_adapters(
+        model, tokenizer, run.train_dir, run.adapters, config.train,
+        model_name=resolve_model(config.model), progress=progress,
+    )  # fmt: skip
+    _record(run, "train", summary)
+    return summary
+
+
+def stage_evaluate(run: RunDir, config: RunConfig, models: SharedModel, *, progress: bool = True) -> EvalSummary:
+    if not config.test:
+        raise ValueError("no test data given; pass --test FILE.jsonl")
+    test_items = load_items(config.test)
+    _begin(run, config, models)
+    model, tokenizer = models.get()
+    summary = evaluate_adapters(
+        model, tokenizer, test_items, run.eval_dir, run.adapters, config.answer, config.grade, progress=progress
+    )
+    _record(
+        run, "evaluate", summary, test=str(config.test), n_test=len(test_items),
+        base_accuracy=summary.base_accuracy, adapted_accuracy=summary.adapted_accuracy,
+    )  # fmt: skip
+    return summary
+
+
+def run_pipeline(
+    run: RunDir, config: RunConfig, *, echo: Callable[[str], None] = print, progress: bool = True, force: bool = False
+) -> dict:
+    """answer -> grade -> select -> train -> evaluate (when a test file is given), resuming what is done."""
+    if not config.data:
+        raise ValueError("no training data given; pass --data FILE.jsonl")
+    load_items(config.data)  # bad input fails here, before anything is written
+    if config.test:
+        load_items(config.test)
+    if force:
+        for stage in STAGES:
+            clear_stage(run, stage)
+        run.report.unlink(missing_ok=True)
+    models = SharedModel(config.model)
+    start = time.perf_counter()
+    echo(str(stage_answer(run, config, models, progress=progress)))
+    echo(str(stage_grade(run, config, models, progress=progress)))
+    echo(str(stage_select(run, config, progress=progress)))
+    echo(str(stage_train(run, config, models, progress=progress)))
+    if config.test:
+        echo(str(stage_evaluate(run, config, models, progress=progress)))
+    return update_report(
+        run, seconds={"load": round(models.load_seconds, 3), "total": round(time.perf_counter() - start, 3)}
+    )

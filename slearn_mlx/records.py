@@ -1,0 +1,68 @@
+"""Typed records passed between stages; each is one JSONL line keyed by `id`."""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Record:
+    """A JSONL record: `to_json` writes it, `from_json` reads it back."""
+
+    kind: ClassVar[str] = "record"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]):
+        names = {f.name for f in fields(cls)}
+        missing = [f.name for f in fields(cls) if f.name not in obj and f.default is MISSING]
+        if missing:
+            raise ValueError(f"missing field {missing[0]!r}")
+        return cls(**{k: v for k, v in obj.items() if k in names})
+
+
+@dataclass(frozen=True)
+class QAItem(Record):
+    """One question with its reference answer; `options` maps letters to texts for multiple choice."""
+
+    id: str
+    question: str
+    reference: str
+    options: dict[str, str] | None = None
+
+    @property
+    def reference_letter(self) -> str | None:
+        """The correct option's letter, for multiple-choice items."""
+        if not self.options:
+            return None
+        ref = self.reference.strip()
+        head = ref[:1].upper()
+        if head in self.options and (len(ref) == 1 or not ref[1].isalnum()):
+            return head
+        for letter, text in self.options.items():
+            if text.strip().lower() == ref.lower():
+                return letter
+        return None
+
+
+@dataclass(frozen=True)
+class Answer(Record):
+    """The model's answer to one item."""
+
+    id: str
+    text: str
+    n_tokens: int
+
+
+@dataclass(frozen=True)
+class Grade(Record):
+    """A verdict on one answer. `score` is the judge's P(correct), or the grader's own score
+    (token F1; 1.0/0.0 for exact, contains and option)."""
+
+    id: str
+    correct: bool
+    score: float
+    grader: str

@@ -1,0 +1,170 @@
+"""The run directory: where every stage reads and writes, and how it resumes.
+
+A run directory holds one JSONL file per record stage, keyed by item id and
+flushed line by line, plus whole-file outputs written atomically (temp + rename):
+
+    config.json           resolved configuration of the run
+    items.jsonl           the training items, normalised
+    answers.jsonl         stage 1: the model's answers
+    grades.jsonl          stage 2: the verdicts
+    train/train.jsonl     stage 3: the wrongly answered pairs, in mlx-lm chat format
+    train/valid.jsonl
+    adapters/             stage 4: LoRA adapters in mlx-lm's format
+    eval/                 stage 5: answers and grades on the test file, base and adapted
+    report.json           what happened, per stage
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, TypeVar
+
+import jsonlines
+
+from slearn_mlx.records import QAItem, Record
+
+R = TypeVar("R", bound=Record)
+
+
+class RunDir:
+    """Paths of one run directory."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    config = property(lambda self: self.root / "config.json")
+    items = property(lambda self: self.root / "items.jsonl")
+    answers = property(lambda self: self.root / "answers.jsonl")
+    grades = property(lambda self: self.root / "grades.jsonl")
+    train_dir = property(lambda self: self.root / "train")
+    adapters = property(lambda self: self.root / "adapters")
+    eval_dir = property(lambda self: self.root / "eval")
+    report = property(lambda self: self.root / "report.json")
+
+    def require(self, path: Path, stage: str) -> Path:
+        """`path`, or a message naming the stage to run first."""
+        if not path.exists():
+            raise FileNotFoundError(f"{path.name} not found in {self.root}; run `slearn {stage}` first")
+        return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _temp_beside(path: Path) -> tuple[int, str]:
+    """A temporary file in `path`'s folder (so the rename is atomic), with normal permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to a temporary file beside `path`, then rename it into place."""
+    fd, tmp = _temp_beside(path)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(obj, handle, indent=2, sort_keys=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl_atomic(path: Path, rows: Iterable[dict]) -> None:
+    """Write a whole JSONL file atomically."""
+    fd, tmp = _temp_beside(path)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> dict:
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def update_report(run: RunDir, **sections: Any) -> dict:
+    """Merge sections into report.json (atomically) and return the whole report."""
+    report = read_json(run.report) if run.report.exists() else {}
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(report.get(key), dict):
+            report[key].update(value)
+        else:
+            report[key] = value
+    write_json_atomic(run.report, report)
+    return report
+
+
+def read_records(path: Path, record_type: type[R], *, repair: bool = True) -> dict[str, R]:
+    """Records of a stage file by id, in file order.
+
+    A torn last line (a write cut off by a crash) is dropped and, with `repair`,
+    truncated from the file so appending continues on a clean line.
+    """
+    if not path.exists():
+        return {}
+    records: dict[str, R] = {}
+    good_bytes = 0
+    with open(path, "rb") as handle:
+        data = handle.read()
+    for raw in data.splitlines(keepends=True):
+        try:
+            if not raw.endswith(b"\n"):
+                raise ValueError("torn line")
+            record = record_type.from_json(json.loads(raw))
+        except (ValueError, TypeError):
+            break  # everything from the first unreadable line on is recomputed
+        records[record.id] = record
+        good_bytes += len(raw)
+    if repair and good_bytes < len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(good_bytes)
+    return records
+
+
+class RecordWriter:
+    """Appends records to a stage file, one flushed line each."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = open(path, "a", encoding="utf-8")
+        self._writer = jsonlines.Writer(self._handle, flush=True, compact=True)
+
+    def write(self, record: Record) -> None:
+        self._writer.write(record.to_json())
+
+    def close(self) -> None:
+        self._writer.close()
+        self._handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def save_items(run: RunDir, items: list[QAItem]) -> None:
+    write_jsonl_atomic(run.items, (item.to_json() for item in items))
+
+
+def load_run_items(run: RunDir, path: Path | None = None) -> list[QAItem]:
+    path = path or run.require(run.items, "answer")
+    return list(read_records(path, QAItem, repair=False).values())

@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny llama imported from GGUF, small QA files, a CLI runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import slearn_mlx  # noqa: F401  (loads OpenBLAS before mlx, as the command does)
+from slearn_mlx.models import import_gguf
+from tiny import write_tiny_gguf
+
+QA = [
+    {"question": "What is the capital of France?", "answer": "Paris"},
+    {"question": "What is 2 + 2?", "answer": "4"},
+    {"question": "Which gas do plants take in?", "answer": "carbon dioxide"},
+    {"question": "Who wrote Hamlet?", "answer": "Shakespeare"},
+    {"question": "What colour is the sky on a clear day?", "answer": "blue"},
+    {"question": "Largest planet?", "answer": "Jupiter", "options": {"A": "Mars", "B": "Jupiter", "C": "Venus"}},
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("gguf") / "tiny-llama.gguf"
+    write_tiny_gguf(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_gguf, tmp_path_factory) -> str:
+    """Path of an mlx-lm model directory holding the tiny llama (float32)."""
+    out = tmp_path_factory.mktemp("models") / "tiny-llama"
+    import_gguf(tiny_gguf, out, dtype="float32")
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny_model):
+    from slearn_mlx.models import load_model
+
+    return load_model(tiny_model)
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
+    return path
+
+
+@pytest.fixture
+def qa_file(tmp_path) -> Path:
+    return write_jsonl(tmp_path / "qa.jsonl", QA)
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()

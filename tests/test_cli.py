@@ -1,0 +1,95 @@
+"""The `slearn` command end to end on the tiny model: stages, run, resume, report."""
+
+from __future__ import annotations
+
+import json
+
+from slearn_mlx.cli import cli
+
+FAST = ["--max-tokens", "4", "--epochs", "1", "--num-layers", "1", "--quiet"]
+
+
+def invoke(runner, args):
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_run_writes_every_stage_and_the_report(runner, tiny_model, qa_file, tmp_path):
+    out = tmp_path / "run"
+    output = invoke(runner, ["run", "--data", str(qa_file), "--test", str(qa_file), "--model", tiny_model,
+                             "--out", str(out), "--grader", "exact", *FAST])  # fmt: skip
+    lines = output.splitlines()
+    assert [line.split()[0] for line in lines] == ["answered", "graded", "selected", "trained", "evaluated", "run"]
+    for name in ("config.json", "items.jsonl", "answers.jsonl", "grades.jsonl", "train/train.jsonl",
+                 "train/valid.jsonl", "adapters/adapters.safetensors", "adapters/adapter_config.json",
+                 "eval/base_answers.jsonl", "eval/adapted_grades.jsonl"):  # fmt: skip
+        assert (out / name).exists(), name
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"] == tiny_model and report["n_items"] == 6
+    assert report["n_selected"] == report["n_wrong"] > 0
+    assert 0.0 <= report["base_accuracy"] <= 1.0 and 0.0 <= report["adapted_accuracy"] <= 1.0
+    for stage in ("answer", "grade", "select", "train", "evaluate", "load", "total"):
+        assert report["seconds"][stage] >= 0.0
+    config = json.loads((out / "config.json").read_text())
+    assert config["grade"]["grader"] == "exact" and config["train"]["epochs"] == 1
+
+    # Everything is done: a second run recomputes nothing.
+    again = invoke(runner, ["run", "--data", str(qa_file), "--test", str(qa_file), "--out", str(out), "--quiet"])
+    assert "0 new" in again.splitlines()[0] and "already trained" in again
+
+
+def test_stages_one_by_one_and_resume_after_truncation(runner, tiny_model, qa_file, tmp_path):
+    out = str(tmp_path / "run")
+    assert "6 new" in invoke(runner, ["answer", "--data", str(qa_file), "--model", tiny_model, "--out", out, "--max-tokens", "4", "--quiet"])
+    answers = tmp_path / "run" / "answers.jsonl"
+    lines = answers.read_text().splitlines(keepends=True)
+    answers.write_text("".join(lines[:3]) + lines[3][:10])  # three whole lines and a torn one
+    output = invoke(runner, ["answer", "--data", str(qa_file), "--out", out, "--quiet"])
+    assert "3 new, 3 already done" in output
+    assert len(answers.read_text().splitlines()) == 6
+
+    assert "with judge" in invoke(runner, ["grade", "--out", out, "--quiet"])  # the model from the run's config
+    grades = [json.loads(l) for l in (tmp_path / "run" / "grades.jsonl").read_text().splitlines()]
+    assert all(g["grader"] == "judge" and 0 <= g["score"] <= 1 for g in grades)
+    assert "with exact" in invoke(runner, ["grade", "--out", out, "--grader", "exact", "--force", "--quiet"])
+    assert invoke(runner, ["select", "--out", out]).startswith("selected")
+    assert invoke(runner, ["train", "--out", out, "--epochs", "1", "--num-layers", "1", "--quiet"]).startswith("trained")
+    output = invoke(runner, ["evaluate", "--out", out, "--test", str(qa_file), "--quiet"])
+    assert "base" in output and "adapted" in output
+
+
+def test_stage_out_of_order_says_what_to_run(runner, tmp_path):
+    result = runner.invoke(cli, ["grade", "--out", str(tmp_path / "empty")])
+    assert result.exit_code == 1 and "run `slearn answer` first" in result.output
+
+
+def test_invalid_options_are_all_reported(runner, qa_file, tmp_path):
+    result = runner.invoke(cli, ["run", "--data", str(qa_file), "--out", str(tmp_path / "r"), "--epochs", "0", "--threshold", "2"])
+    assert result.exit_code == 1
+    assert "train.epochs" in result.output and "grade.threshold" in result.output
+
+
+def test_yaml_config_is_applied_and_command_line_wins(runner, tiny_model, qa_file, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model: {tiny_model}\nanswer:\n  max_tokens: 3\n  batch_size: 2\n")
+    out = tmp_path / "r"
+    invoke(runner, ["answer", "--data", str(qa_file), "--out", str(out), "--config", str(config), "--batch-size", "5", "--quiet"])
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["answer"] == {"max_tokens": 3, "batch_size": 5, "temperature": 0.0}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("answer:\n  max_tokenz: 3\n")
+    result = runner.invoke(cli, ["answer", "--data", str(qa_file), "--out", str(out), "--config", str(bad)])
+    assert result.exit_code == 1 and "unknown option 'answer.max_tokenz'" in result.output
+
+
+def test_nothing_wrong_means_nothing_to_train(runner, tiny_model, tmp_path):
+    from conftest import write_jsonl
+
+    out = tmp_path / "r"
+    data = write_jsonl(tmp_path / "d.jsonl", [{"question": "say anything", "answer": "x"}])
+    invoke(runner, ["answer", "--data", str(data), "--model", tiny_model, "--out", str(out), "--max-tokens", "2", "--quiet"])
+    # Threshold 0: the judge accepts every answer, so nothing is selected.
+    invoke(runner, ["grade", "--out", str(out), "--threshold", "0", "--quiet"])
+    assert "selected 0 of 1" in invoke(runner, ["select", "--out", str(out)])
+    assert "nothing to train" in invoke(runner, ["train", "--out", str(out), "--quiet"])

