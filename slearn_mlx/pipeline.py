@@ -106,7 +106,7 @@ def stage_select(run: RunDir, config: RunConfig, *, progress: bool = True) -> Se
 def stage_train(run: RunDir, config: RunConfig, models: SharedModel, *, progress: bool = True) -> TrainSummary:
     run.require(run.train_dir / "train.jsonl", "select")
     if (run.adapters / ADAPTER_FILE).exists():
-        return TrainSummary(0, 0, 0, 0, 0.0, None, None, skipped=f"adapters already trained in {run.adapters}; --force retrains")
+        return TrainSummary.skip(f"adapters already trained in {run.adapters}; --force retrains")
     _begin(run, config, models)
     model, tokenizer = models.get()
     summary = train_adapters(

@@ -58,15 +58,21 @@ class TrainSummary:
     epochs: int
     steps: int
     n_tokens: int  # answer tokens the loss was computed on
+    n_seq_tokens: int  # every token that went through the model (prompts and answers)
     seconds: float
     train_loss: float | None
     val_loss: float | None
     skipped: str | None = None
 
+    @classmethod
+    def skip(cls, reason: str) -> "TrainSummary":
+        """A stage that trained nothing, and why."""
+        return cls(0, 0, 0, 0, 0, 0.0, None, None, skipped=reason)
+
     def __str__(self) -> str:
         if self.skipped:
             return self.skipped
-        rate = self.n_tokens / self.seconds if self.seconds else 0.0
+        rate = self.n_seq_tokens / self.seconds if self.seconds else 0.0
         val = f", valid loss {self.val_loss:.3f}" if self.val_loss is not None else ""
         return (
             f"trained on {self.n_examples} pairs: {self.epochs} epochs, {self.steps} steps, "
@@ -177,7 +183,7 @@ def train_adapters(
         raise FileNotFoundError(f"train.jsonl not found in {train_dir}; run `slearn select` first")
     rows = read_chat_rows(train_path)
     if not rows:
-        return TrainSummary(0, 0, 0, 0, 0.0, None, None, skipped="nothing to train: no wrongly answered pairs")
+        return TrainSummary.skip("nothing to train: no wrongly answered pairs")
     valid_rows = read_chat_rows(train_dir / "valid.jsonl")
     train_set = CacheDataset(ChatDataset(rows, tokenizer, mask_prompt=True))
     valid_set = CacheDataset(ChatDataset(valid_rows, tokenizer, mask_prompt=True)) if valid_rows else None
@@ -202,7 +208,7 @@ def train_adapters(
     rng = np.random.default_rng(config.seed)
     loss_log = train_dir / "losses.jsonl"
     loss_log.unlink(missing_ok=True)
-    steps, total_tokens, train_loss, val_loss = 0, 0, None, None
+    steps, total_tokens, seq_tokens, train_loss, val_loss = 0, 0, 0, None, None
     model.train()
     with progress_bar(config.epochs * steps_per_epoch, "train", progress) as bar, open(loss_log, "a") as log:
         for epoch in range(1, config.epochs + 1):
@@ -211,6 +217,7 @@ def train_adapters(
                 loss, n_tokens = step(tokens, bounds)
                 epoch_loss, epoch_tokens = epoch_loss + loss * n_tokens, epoch_tokens + n_tokens
                 mx.eval(state, epoch_loss, epoch_tokens)
+                seq_tokens += int(bounds[:, 1].sum().item())
                 steps += 1
                 bar.update(1)
             total_tokens += epoch_tokens.item()
@@ -230,5 +237,6 @@ def train_adapters(
     mx.save_safetensors(str(tmp), weights)
     os.replace(tmp, adapter_dir / ADAPTER_FILE)
     return TrainSummary(
-        len(rows), config.epochs, steps, int(total_tokens), time.perf_counter() - start, train_loss, val_loss
-    )
+        len(rows), config.epochs, steps, int(total_tokens), seq_tokens, time.perf_counter() - start,
+        train_loss, val_loss,
+    )  # fmt: skip
