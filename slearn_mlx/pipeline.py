@@ -20,9 +20,9 @@ from slearn_mlx.evaluate import EvalSummary, evaluate_adapters
 from slearn_mlx.grade import GradeSummary, grade_answers
 from slearn_mlx.models import environment_info, load_model, resolve_model
 from slearn_mlx.records import Answer, Grade
-from slearn_mlx.runs import RunDir, load_run_items, read_records, save_items, update_report
+from slearn_mlx.runs import RunDir, load_run_items, read_json, read_records, save_items, update_report
 from slearn_mlx.select import SelectSummary, select_unknown
-from slearn_mlx.train import ADAPTER_FILE, TrainSummary, train_adapters
+from slearn_mlx.train import ADAPTER_CONFIG, ADAPTER_FILE, TrainSummary, file_sha1, train_adapters
 
 STAGES = ("answer", "grade", "select", "train", "evaluate")
 
@@ -66,7 +66,8 @@ def _record(run: RunDir, stage: str, summary, **totals) -> None:
     update_report(run, stages={stage: asdict(summary)}, seconds={stage: round(summary.seconds, 3)}, **totals)
 
 
-def _begin(run: RunDir, config: RunConfig, models: SharedModel) -> None:
+def _begin(run: RunDir, config: RunConfig) -> None:
+    """Save the config and the environment; called once inputs and model are known to be good."""
     run.root.mkdir(parents=True, exist_ok=True)
     save_config(run, config)
     update_report(run, model=resolve_model(config.model), environment=environment_info())
@@ -76,9 +77,9 @@ def stage_answer(run: RunDir, config: RunConfig, models: SharedModel, *, progres
     if not config.data:
         raise ValueError("no training data given; pass --data FILE.jsonl")
     items = load_items(config.data)
-    _begin(run, config, models)
-    save_items(run, items)
     model, tokenizer = models.get()
+    _begin(run, config)
+    save_items(run, items)
     summary = answer_items(model, tokenizer, items, run.answers, config.answer, progress=progress)
     _record(run, "answer", summary, n_items=len(items), data=str(config.data))
     return summary
@@ -87,8 +88,8 @@ def stage_answer(run: RunDir, config: RunConfig, models: SharedModel, *, progres
 def stage_grade(run: RunDir, config: RunConfig, models: SharedModel, *, progress: bool = True) -> GradeSummary:
     items = load_run_items(run)
     answers = read_records(run.require(run.answers, "answer"), Answer)
-    _begin(run, config, models)
     judge = models.get() if config.grade.grader == "judge" else None
+    _begin(run, config)
     summary = grade_answers(items, answers, run.grades, config.grade, judge=judge, progress=progress)
     _record(run, "grade", summary, n_wrong=summary.n_wrong, grader=config.grade.grader)
     return summary
@@ -104,11 +105,17 @@ def stage_select(run: RunDir, config: RunConfig, *, progress: bool = True) -> Se
 
 
 def stage_train(run: RunDir, config: RunConfig, models: SharedModel, *, progress: bool = True) -> TrainSummary:
-    run.require(run.train_dir / "train.jsonl", "select")
+    train_file = run.require(run.train_dir / "train.jsonl", "select")
     if (run.adapters / ADAPTER_FILE).exists():
-        return TrainSummary.skip(f"adapters already trained in {run.adapters}; --force retrains")
-    _begin(run, config, models)
+        trained_on = read_json(run.adapters / ADAPTER_CONFIG).get("data_sha1")
+        if trained_on == file_sha1(train_file):
+            return TrainSummary.skip(f"adapters already trained in {run.adapters}; --force retrains")
+    # New or changed selection: older adapters and what was evaluated with them are stale.
+    clear_stage(run, "train")
+    for stale in run.eval_dir.glob("adapted_*.jsonl"):
+        stale.unlink()
     model, tokenizer = models.get()
+    _begin(run, config)
     summary = train_adapters(
         model, tokenizer, run.train_dir, run.adapters, config.train,
         model_name=resolve_model(config.model), progress=progress,
@@ -121,8 +128,8 @@ def stage_evaluate(run: RunDir, config: RunConfig, models: SharedModel, *, progr
     if not config.test:
         raise ValueError("no test data given; pass --test FILE.jsonl")
     test_items = load_items(config.test)
-    _begin(run, config, models)
     model, tokenizer = models.get()
+    _begin(run, config)
     summary = evaluate_adapters(
         model, tokenizer, test_items, run.eval_dir, run.adapters, config.answer, config.grade, progress=progress
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, TypeVar
 
@@ -51,48 +52,41 @@ class RunDir:
         return path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+@contextmanager
+def atomic_file(path: Path, mode: str = "w"):
+    """A file handle whose content replaces `path` only once the block finishes.
 
-
-def _temp_beside(path: Path) -> tuple[int, str]:
-    """A temporary file in `path`'s folder (so the rename is atomic), with normal permissions."""
+    It is written beside `path` (so the rename is atomic), synced, then renamed
+    into place; on any error the temporary file is removed and `path` is untouched.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_umask())
-    return fd, tmp
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temporary file beside `path`, then rename it into place."""
-    fd, tmp = _temp_beside(path)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would surprise a user
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(obj, handle, indent=2, sort_keys=False)
-            handle.write("\n")
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to `path` atomically."""
+    with atomic_file(path) as handle:
+        json.dump(obj, handle, indent=2)
+        handle.write("\n")
 
 
 def write_jsonl_atomic(path: Path, rows: Iterable[dict]) -> None:
     """Write a whole JSONL file atomically."""
-    fd, tmp = _temp_beside(path)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def read_json(path: Path) -> dict:

@@ -11,6 +11,7 @@ Adapters are saved in mlx-lm's format: `adapter_config.json` +
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -127,10 +128,17 @@ def add_lora_layers(model, config: TrainConfig) -> int:
     return num_layers
 
 
-def adapter_config(config: TrainConfig, num_layers: int, model_name: str | None) -> dict:
-    """adapter_config.json as mlx-lm writes it (the keys its load_adapters and fuse read)."""
+def file_sha1(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.sha1(handle.read()).hexdigest()
+
+
+def adapter_config(config: TrainConfig, num_layers: int, model_name: str | None, data_sha1: str) -> dict:
+    """adapter_config.json as mlx-lm writes it (the keys its load_adapters and fuse read),
+    plus the hash of the training file the adapters were trained on."""
     return {
         "model": model_name,
+        "data_sha1": data_sha1,
         "fine_tune_type": "lora",
         "num_layers": num_layers,
         "lora_parameters": {"rank": config.rank, "scale": config.scale, "dropout": config.dropout},
@@ -191,7 +199,8 @@ def train_adapters(
     mx.random.seed(config.seed)
     num_layers = add_lora_layers(model, config)
     adapter_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(adapter_dir / ADAPTER_CONFIG, adapter_config(config, num_layers, model_name))
+    settings = adapter_config(config, num_layers, model_name, file_sha1(train_path))
+    write_json_atomic(adapter_dir / ADAPTER_CONFIG, settings)
 
     optimizer = optim.Adam(learning_rate=config.learning_rate)
     loss_and_grad = nn.value_and_grad(model, default_loss)

@@ -93,3 +93,29 @@ def test_nothing_wrong_means_nothing_to_train(runner, tiny_model, tmp_path):
     invoke(runner, ["grade", "--out", str(out), "--threshold", "0", "--quiet"])
     assert "selected 0 of 1" in invoke(runner, ["select", "--out", str(out)])
     assert "nothing to train" in invoke(runner, ["train", "--out", str(out), "--quiet"])
+
+
+def test_bad_model_is_one_line_and_writes_nothing(runner, qa_file, tmp_path):
+    not_a_model = tmp_path / "empty-dir"
+    not_a_model.mkdir()
+    for model in (str(not_a_model), str(tmp_path / "missing" / "model")):
+        out = tmp_path / "run"
+        result = runner.invoke(cli, ["run", "--data", str(qa_file), "--out", str(out), "--model", model])
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+        assert model in result.output and not out.exists()
+
+
+def test_a_changed_selection_retrains_and_re_evaluates(runner, tiny_model, qa_file, tmp_path):
+    out = str(tmp_path / "run")
+    common = ["--data", str(qa_file), "--test", str(qa_file), "--out", out, "--quiet"]
+    invoke(runner, ["run", *common, "--model", tiny_model, "--grader", "exact", *FAST])
+    adapted = tmp_path / "run" / "eval" / "adapted_answers.jsonl"
+    before = adapted.stat().st_mtime_ns
+    # Flip one verdict, as a regrade would: the selection changes, so the adapters are stale.
+    grades = tmp_path / "run" / "grades.jsonl"
+    rows = [json.loads(l) for l in grades.read_text().splitlines()]
+    rows[0]["correct"] = not rows[0]["correct"]
+    grades.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    output = invoke(runner, ["run", *common])
+    assert "trained on" in output and "already trained" not in output
+    assert adapted.stat().st_mtime_ns > before and len(adapted.read_text().splitlines()) == 6
