@@ -42,7 +42,7 @@ def measure(dtype: str, repeats: int) -> dict:
     from mlx.utils import tree_map
 
     from slearn_mlx.answer import encode_chat
-    from slearn_mlx.grade import judge_probabilities
+    from slearn_mlx.judge import yes_probabilities
     from slearn_mlx.models import default_model_path, load_model
     from slearn_mlx.records import QAItem
     from slearn_mlx.select import chat_example
@@ -66,8 +66,8 @@ def measure(dtype: str, repeats: int) -> dict:
     gen_s, response = timed(lambda: batch_generate(model, tokenizer, prompts, max_tokens=16))
     gen_tokens = response.stats.generation_tokens
     judge_prompts = [p * 3 for p in prompts]  # judge prompts are ~3x a question's length
-    judge_probabilities(model, tokenizer, judge_prompts[:2])
-    grade_s, _ = timed(lambda: judge_probabilities(model, tokenizer, judge_prompts))
+    yes_probabilities(model, tokenizer, judge_prompts[:2])
+    grade_s, _ = timed(lambda: yes_probabilities(model, tokenizer, judge_prompts))
 
     import tempfile
 

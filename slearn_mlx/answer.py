@@ -7,17 +7,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slearn_mlx.progress import progress_bar
+from slearn_mlx.prompts import MCQ_FIELDS, MCQ_TEMPLATE, ANSWER_FIELDS, QUESTION_TEMPLATE, template_problem
 from slearn_mlx.records import Answer, QAItem
 from slearn_mlx.runs import RecordWriter, read_records
-
-MCQ_INSTRUCTION = "Answer with the letter of the correct option."
-
 
 @dataclass
 class AnswerConfig:
     max_tokens: int = 64  # most tokens generated per answer
     batch_size: int = 16  # prompts generated together
     temperature: float = 0.0  # 0 is greedy decoding, which makes answers reproducible
+    template: str = QUESTION_TEMPLATE  # the user message for a question; field {question}
+    mcq_template: str = MCQ_TEMPLATE  # the same for multiple choice; fields {question}, {options}
 
     def problems(self) -> list[str]:
         out = []
@@ -27,6 +27,10 @@ class AnswerConfig:
             out.append("answer.batch_size must be at least 1")
         if self.temperature < 0:
             out.append("answer.temperature must not be negative")
+        for name, fields in (("template", ANSWER_FIELDS), ("mcq_template", MCQ_FIELDS)):
+            problem = template_problem(getattr(self, name), fields)
+            if problem:
+                out.append(f"answer.{name}: {problem}")
         return out
 
 
@@ -45,14 +49,15 @@ class AnswerSummary:
         )
 
 
-def question_text(item: QAItem) -> str:
-    """The user message for an item: the question, with its options for multiple choice."""
-    if not item.options:
-        return item.question
-    lines = [item.question.rstrip(), ""]
-    lines += [f"{letter}. {text}" for letter, text in item.options.items()]
-    lines += ["", MCQ_INSTRUCTION]
-    return "\n".join(lines)
+def render_options(options: dict[str, str]) -> str:
+    return "\n".join(f"{letter}. {text}" for letter, text in options.items())
+
+
+def question_text(item: QAItem, config: AnswerConfig = AnswerConfig()) -> str:
+    """The user message for an item, from the answer templates."""
+    if item.options:
+        return config.mcq_template.format(question=item.question.rstrip(), options=render_options(item.options))
+    return config.template.format(question=item.question)
 
 
 def encode_chat(tokenizer, user_message: str) -> list[int]:
@@ -83,7 +88,7 @@ def answer_items(
     start = time.perf_counter()
     done = read_records(out_path, Answer)
     todo = [item for item in items if item.id not in done]
-    prompts = {item.id: encode_chat(tokenizer, question_text(item)) for item in todo}
+    prompts = {item.id: encode_chat(tokenizer, question_text(item, config)) for item in todo}
     # Similar lengths together: less padding in every batch.
     todo.sort(key=lambda item: len(prompts[item.id]))
     sampler = make_sampler(temp=config.temperature)

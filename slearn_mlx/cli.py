@@ -48,8 +48,17 @@ DATA = click.option("--data", type=click.Path(resolve_path=True), default=None, 
 TEST = click.option("--test", type=click.Path(resolve_path=True), default=None, help="Held-out QA file (JSONL) for evaluation.")
 MAX_TOKENS = click.option("--max-tokens", "answer__max_tokens", type=int, default=None, help="Most tokens per answer [64].")
 TEMPERATURE = click.option("--temperature", "answer__temperature", type=float, default=None, help="Sampling temperature; 0 is greedy [0].")
-GRADER = click.option("--grader", "grade__grader", type=click.Choice(["judge", "exact", "contains", "f1", "option"]), default=None, help="judge: the model grades itself; or a deterministic grader [judge].")
-THRESHOLD = click.option("--threshold", "grade__threshold", type=float, default=None, help="Judge P(correct) or F1 needed to count as correct [0.5].")
+GRADER = click.option("--grader", "grade__grader", type=click.Choice(["judge", "exact", "contains", "f1", "option", "hybrid"]), default=None, help="judge: a model grades the answers; exact/contains/f1/option: deterministic; hybrid: deterministic where decisive, the judge for the rest [judge].")
+JUDGE_MODE = click.option("--judge-mode", "grade__judge_mode", type=click.Choice(["verdict", "cot", "score"]), default=None, help="verdict: P(Yes) as the next token; cot: a short justification, then P(Yes); score: expected 0-9 score [verdict].")
+JUDGE_MODEL = click.option("--judge-model", "grade__judge_model", default=None, help="A separate judge model (Hugging Face id or directory) [the run's model judges itself].")
+JUDGE_TEMPLATE = click.option("--judge-template", "grade__judge_template", type=click.Path(dir_okay=False), default=None, help="File with the judge's prompt: fields {question}, {reference}, {answer}.")
+THRESHOLD = click.option("--threshold", "grade__threshold", type=float, default=None, help="Judge score needed to count as correct; --calibrate fits it [0.5].")
+F1_THRESHOLD = click.option("--f1-threshold", "grade__f1_threshold", type=float, default=None, help="Token F1 needed to count as correct with the f1 grader [0.5].")
+CALIBRATE = click.option("--calibrate", "calibrate", is_flag=True, help="Fit the judge's threshold on labelled answers (see --labels) and keep it for the run.")
+LABELS = click.option("--labels", default="auto", show_default=True, help="Trusted labels for --calibrate: auto (option/contains where decisive), exact, contains, f1, option, or a JSONL file of {id, correct}.")
+GRADE_OPTIONS = _options(GRADER, JUDGE_MODE, JUDGE_MODEL, JUDGE_TEMPLATE, THRESHOLD, F1_THRESHOLD)
+TEMPLATE = click.option("--template", "answer__template", type=click.Path(dir_okay=False), default=None, help="File with the question prompt: field {question}.")
+MCQ_TEMPLATE = click.option("--mcq-template", "answer__mcq_template", type=click.Path(dir_okay=False), default=None, help="File with the multiple-choice prompt: fields {question}, {options}.")
 VALID_FRACTION = click.option("--valid-fraction", "select__valid_fraction", type=float, default=None, help="Share of selected pairs copied to valid.jsonl [0.1].")
 EPOCHS = click.option("--epochs", "train__epochs", type=int, default=None, help="Passes over the selected pairs [3].")
 LEARNING_RATE = click.option("--learning-rate", "train__learning_rate", type=float, default=None, help="Adam learning rate [2e-4].")
@@ -58,11 +67,25 @@ NUM_LAYERS = click.option("--num-layers", "train__num_layers", type=int, default
 TRAIN_OPTIONS = _options(EPOCHS, LEARNING_RATE, RANK, NUM_LAYERS)
 
 
+# Template options name files; the configuration keeps the templates' text.
+TEMPLATE_FILES = {
+    "answer__template": ("ANSWER_FIELDS", None),
+    "answer__mcq_template": ("MCQ_FIELDS", None),
+    "grade__judge_template": ("JUDGE_FIELDS", "JUDGE_REQUIRED"),
+}
+
+
 def _session(out: str, config_file, overrides: dict):
     """The run directory and its resolved configuration."""
+    from slearn_mlx import prompts
     from slearn_mlx.config import resolve_config
     from slearn_mlx.runs import RunDir
 
+    for key, (fields, required) in TEMPLATE_FILES.items():
+        if overrides.get(key) is not None:
+            overrides[key] = prompts.read_template(
+                overrides[key], getattr(prompts, fields), getattr(prompts, required) if required else None
+            )
     run = RunDir(out)
     return run, resolve_config(run, config_file, overrides)
 
@@ -91,7 +114,7 @@ def cli():
 
 
 @cli.command()
-@_options(DATA, OUT, MODEL, CONFIG, MAX_TOKENS, TEMPERATURE, FORCE, QUIET)
+@_options(DATA, OUT, MODEL, CONFIG, MAX_TOKENS, TEMPERATURE, TEMPLATE, MCQ_TEMPLATE, FORCE, QUIET)
 @click.option("--batch-size", "answer__batch_size", type=int, default=None, help="Prompts generated together [16].")
 @user_errors
 def answer(out, config_file, force, quiet, **overrides):
@@ -105,17 +128,28 @@ def answer(out, config_file, force, quiet, **overrides):
 
 
 @cli.command()
-@_options(OUT, MODEL, CONFIG, GRADER, THRESHOLD, FORCE, QUIET)
+@_options(OUT, MODEL, CONFIG, GRADE_OPTIONS, CALIBRATE, LABELS, FORCE, QUIET)
+@click.option("--show", type=int, default=0, help="Print N graded items (a random sample) side by side.")
 @click.option("--batch-size", "grade__batch_size", type=int, default=None, help="Judge prompts scored together [16].")
 @user_errors
-def grade(out, config_file, force, quiet, **overrides):
+def grade(out, config_file, force, quiet, calibrate, labels, show, **overrides):
     """Stage 2: grade the answers against the references.
 
     \b
-    Example:
-      slearn grade --out runs/demo --grader judge --threshold 0.5
+    Examples:
+      slearn grade --out runs/demo --grader judge --judge-mode cot
+      slearn grade --out runs/demo --calibrate --labels contains --show 5
+      slearn grade --out runs/demo --grader hybrid --judge-model mlx-community/Qwen2.5-1.5B-Instruct-4bit
     """
+    from slearn_mlx import pipeline
+
     _stage("grade", out, config_file, force, quiet, overrides)
+    run, config = _session(out, None, {})
+    if calibrate:
+        calibration, _ = pipeline.stage_calibrate(run, config, labels)
+        click.echo(str(calibration))
+    if show:
+        click.echo(pipeline.audit(run, show))
 
 
 @cli.command()
@@ -147,7 +181,7 @@ def train(out, config_file, force, quiet, **overrides):
 
 
 @cli.command()
-@_options(OUT, TEST, MODEL, CONFIG, MAX_TOKENS, GRADER, THRESHOLD, FORCE, QUIET)
+@_options(OUT, TEST, MODEL, CONFIG, MAX_TOKENS, GRADE_OPTIONS, FORCE, QUIET)
 @user_errors
 def evaluate(out, config_file, force, quiet, **overrides):
     """Stage 5: accuracy of base and base + adapters on --test, side by side.
@@ -160,12 +194,13 @@ def evaluate(out, config_file, force, quiet, **overrides):
 
 
 @cli.command()
-@_options(DATA, TEST, OUT, MODEL, CONFIG, MAX_TOKENS, TEMPERATURE, GRADER, THRESHOLD, VALID_FRACTION, TRAIN_OPTIONS)
+@_options(DATA, TEST, OUT, MODEL, CONFIG, MAX_TOKENS, TEMPERATURE, TEMPLATE, MCQ_TEMPLATE, GRADE_OPTIONS, VALID_FRACTION, TRAIN_OPTIONS)
+@_options(CALIBRATE, LABELS)
 @click.option("--answer-batch-size", "answer__batch_size", type=int, default=None, help="Prompts generated together [16].")
 @click.option("--batch-size", "train__batch_size", type=int, default=None, help="Training pairs per step [4].")
 @_options(FORCE, QUIET)
 @user_errors
-def run(out, config_file, force, quiet, **overrides):
+def run(out, config_file, force, quiet, calibrate, labels, **overrides):
     """Run every stage in order: answer, grade, select, train, evaluate.
 
     Resumes whatever an interrupted run left; report.json holds the results.
@@ -177,7 +212,9 @@ def run(out, config_file, force, quiet, **overrides):
     from slearn_mlx.pipeline import run_pipeline
 
     run_dir, config = _session(out, config_file, overrides)
-    report = run_pipeline(run_dir, config, echo=click.echo, progress=not quiet, force=force)
+    report = run_pipeline(
+        run_dir, config, echo=click.echo, progress=not quiet, force=force, calibrate_labels=labels if calibrate else None
+    )
     adapted = report.get("adapted_accuracy")
     summary = f"run done in {report['seconds']['total']:.1f} s: report in {run_dir.report}"
     if "base_accuracy" in report:
@@ -193,7 +230,7 @@ def info():
     from slearn_mlx.models import environment_info
 
     for key, value in environment_info().items():
-        click.echo(f"{key:24} {value}")
+        click.echo(f"{key:24} {'-' if value is None else value}")
 
 
 @cli.group()

@@ -51,11 +51,9 @@ def _merge(config: RunConfig, values: dict[str, Any], source: str, problems: lis
                 if name not in known:
                     problems.append(f"{source}: unknown option '{key}.{name}'")
                     continue
-                expected = type(getattr(stage, name))
-                if expected is float and isinstance(v, int) and not isinstance(v, bool):
-                    v = float(v)
-                if not isinstance(v, expected) or (expected is int and isinstance(v, bool)):
-                    problems.append(f"{source}: '{key}.{name}' must be {expected.__name__}, got {v!r}")
+                ok, v = _coerce(known[name].type, v)
+                if not ok:
+                    problems.append(f"{source}: '{key}.{name}' must be {known[name].type}, got {v!r}")
                     continue
                 updates[name] = v
             top[key] = replace(stage, **updates)
@@ -67,6 +65,21 @@ def _merge(config: RunConfig, values: dict[str, Any], source: str, problems: lis
         else:
             problems.append(f"{source}: unknown option '{key}'")
     return replace(config, **top)
+
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _coerce(annotation: str, value: Any) -> tuple[bool, Any]:
+    """(fits, value) for a field annotated like "int", "float" or "str | None"; ints count as floats."""
+    kinds = [k.strip() for k in annotation.split("|")]
+    if value is None:
+        return "None" in kinds, value
+    if isinstance(value, bool):
+        return "bool" in kinds, value
+    if isinstance(value, int) and "float" in kinds and "int" not in kinds:
+        return True, float(value)
+    return any(isinstance(value, _TYPES[k]) for k in kinds if k in _TYPES), value
 
 
 def _nest(overrides: dict[str, Any]) -> dict[str, Any]:

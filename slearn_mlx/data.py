@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import jsonlines
 
@@ -137,16 +137,13 @@ def _content_id(question: str, reference: str, options: dict | None) -> str:
     return digest[:12]
 
 
-def load_items(path: str | Path) -> list[QAItem]:
-    """Read a QA file into items; raise DataError naming file, line and field on any problem."""
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number, JSON value) for each non-blank line; DataError for an unreadable file or line."""
     path = Path(path)
     if not path.exists():
         raise DataError(path, None, None, "file not found")
     if path.is_dir():
         raise DataError(path, None, None, "is a directory, not a JSONL file")
-    items: list[QAItem] = []
-    seen: dict[str, int] = {}
-    generated: dict[str, int] = {}
     line_no = 0
 
     def numbered(handle):
@@ -158,21 +155,29 @@ def load_items(path: str | Path) -> list[QAItem]:
     try:
         with open(path, "rb") as handle, jsonlines.Reader(numbered(handle)) as reader:
             for obj in reader.iter(skip_empty=True):
-                item_id, question, reference, options = parse_item(obj, path, line_no)
-                if item_id is None:
-                    # Content hash, so ids survive reordering; a repeat gets a numbered suffix.
-                    base = _content_id(question, reference, options)
-                    generated[base] = generated.get(base, 0) + 1
-                    item_id = base if generated[base] == 1 else f"{base}-{generated[base]}"
-                if item_id in seen:
-                    raise DataError(path, line_no, "id", f"duplicate id {item_id!r} (first on line {seen[item_id]})")
-                seen[item_id] = line_no
-                items.append(QAItem(item_id, question, reference, options))
+                yield line_no, obj
     except jsonlines.InvalidLineError as exc:
-        problem = str(exc).rsplit(" (line", 1)[0]
-        raise DataError(path, line_no, None, problem) from None
+        raise DataError(path, line_no, None, str(exc).rsplit(" (line", 1)[0]) from None
     except PermissionError:
         raise DataError(path, None, None, "permission denied") from None
+
+
+def load_items(path: str | Path) -> list[QAItem]:
+    """Read a QA file into items; raise DataError naming file, line and field on any problem."""
+    items: list[QAItem] = []
+    seen: dict[str, int] = {}
+    generated: dict[str, int] = {}
+    for line_no, obj in iter_jsonl(path):
+        item_id, question, reference, options = parse_item(obj, path, line_no)
+        if item_id is None:
+            # Content hash, so ids survive reordering; a repeat gets a numbered suffix.
+            base = _content_id(question, reference, options)
+            generated[base] = generated.get(base, 0) + 1
+            item_id = base if generated[base] == 1 else f"{base}-{generated[base]}"
+        if item_id in seen:
+            raise DataError(path, line_no, "id", f"duplicate id {item_id!r} (first on line {seen[item_id]})")
+        seen[item_id] = line_no
+        items.append(QAItem(item_id, question, reference, options))
     if not items:
         raise DataError(path, None, None, "no items (the file is empty)")
     return items

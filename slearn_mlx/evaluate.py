@@ -7,11 +7,14 @@ model for both, so only the answers change between the two columns.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, ContextManager
 
 from slearn_mlx.answer import AnswerConfig, answer_items
 from slearn_mlx.grade import GradeConfig, grade_answers
+from slearn_mlx.judge import Judge
 from slearn_mlx.records import Answer, Grade, QAItem
 from slearn_mlx.runs import read_records
 from slearn_mlx.train import ADAPTER_FILE
@@ -46,9 +49,14 @@ def evaluate_adapters(
     answer_config: AnswerConfig = AnswerConfig(),
     grade_config: GradeConfig = GradeConfig(),
     *,
+    make_judge: Callable[[], ContextManager[Judge | None]] = nullcontext,
     progress: bool = True,
 ) -> EvalSummary:
-    """Answer and grade the test items with the base model, then with the adapters in adapter_dir."""
+    """Answer and grade the test items with the base model, then with the adapters in adapter_dir.
+
+    `make_judge` gives the judge for judge graders; it is entered after the
+    adapters are removed again, so a self-judge is the base model.
+    """
     from mlx_lm.tuner.utils import load_adapters, remove_lora_layers
 
     start = time.perf_counter()
@@ -65,11 +73,12 @@ def evaluate_adapters(
         remove_lora_layers(model)
 
     results = {}
-    for variant in variants:
-        answers = read_records(eval_dir / f"{variant}_answers.jsonl", Answer)
-        grades_path = eval_dir / f"{variant}_grades.jsonl"
-        grade_answers(test_items, answers, grades_path, grade_config, judge=(model, tokenizer), progress=progress)
-        results[variant] = accuracy(test_items, read_records(grades_path, Grade))
+    with make_judge() as judge:
+        for variant in variants:
+            answers = read_records(eval_dir / f"{variant}_answers.jsonl", Answer)
+            grades_path = eval_dir / f"{variant}_grades.jsonl"
+            grade_answers(test_items, answers, grades_path, grade_config, judge=judge, progress=progress)
+            results[variant] = accuracy(test_items, read_records(grades_path, Grade))
     return EvalSummary(
         len(test_items), results["base"], results.get("adapted"), grade_config.grader, time.perf_counter() - start
     )

@@ -1,54 +1,75 @@
 """Stage 2: grade each answer against its reference.
 
-`judge` is the paper's self-grading: the model reads the question, the reference
-and its own answer, and the verdict is read from its next-token probabilities of
-"Yes" and "No" in one batched forward pass (no free text to parse). The
-probability is kept with the verdict. Deterministic graders (`exact`,
-`contains`, `f1`, `option`) need no model.
+Graders (`--grader`):
+- `judge`: the paper's self-grading, a model judging the answers in one of the
+  modes of judge.py (verdict from next-token probabilities, reasoning then
+  verdict, or a 0-9 score), its score compared with `threshold`;
+- `exact`, `contains`, `f1`, `option`: deterministic, no model;
+- `hybrid`: deterministic where that is decisive (the option a multiple-choice
+  answer picks; the reference found in the answer), the judge for the rest.
+Every record keeps which grader decided, its score and, in cot mode, the
+judge's justification. `calibrate_grades` fits the threshold on labelled answers.
 """
 
 from __future__ import annotations
 
+import random
 import re
 import string
+import textwrap
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
-from slearn_mlx.answer import encode_chat
+from slearn_mlx.calibrate import Calibration, calibrate
+from slearn_mlx.judge import JUDGE_MODES, Judge
 from slearn_mlx.progress import progress_bar
 from slearn_mlx.records import Answer, Grade, QAItem
-from slearn_mlx.runs import RecordWriter, read_records
+from slearn_mlx.runs import RecordWriter, read_records, write_jsonl_atomic
 
-GRADERS = ("judge", "exact", "contains", "f1", "option")
-
-JUDGE_TEMPLATE = (
-    "Question: {question}\n"
-    "Reference answer: {reference}\n"
-    "Student answer: {answer}\n\n"
-    "Does the student answer agree with the reference answer? Reply with Yes or No."
-)
-YES_WORDS = ("Yes", " Yes", "yes", " yes", "YES")
-NO_WORDS = ("No", " No", "no", " no", "NO")
+GRADERS = ("judge", "exact", "contains", "f1", "option", "hybrid")
+DETERMINISTIC = ("exact", "contains", "f1", "option")
 
 
 @dataclass
 class GradeConfig:
-    grader: str = "judge"  # judge (self-grading) | exact | contains | f1 | option
-    threshold: float = 0.5  # judge: P(correct) at or above this is correct; f1: F1 at or above this
+    grader: str = "judge"  # judge | exact | contains | f1 | option | hybrid
+    judge_mode: str = "verdict"  # verdict | cot | score: how the judge decides
+    judge_model: str | None = None  # a separate judge model; None: the run's model grades itself
+    judge_template: str | None = None  # the judge's prompt; None: the mode's default (prompts.py)
+    threshold: float = 0.5  # judge score at or above this is correct; --calibrate fits it
+    f1_threshold: float = 0.5  # token F1 at or above this is correct (f1 grader)
+    cot_max_tokens: int = 48  # length of the judge's justification in cot mode
     batch_size: int = 16  # judge prompts scored together
 
     def problems(self) -> list[str]:
+        from slearn_mlx.prompts import JUDGE_FIELDS, JUDGE_REQUIRED, template_problem
+
         out = []
         if self.grader not in GRADERS:
             out.append(f"grade.grader must be one of {', '.join(GRADERS)}, not {self.grader!r}")
-        if not 0.0 <= self.threshold <= 1.0:
-            out.append("grade.threshold must be between 0 and 1")
-        if self.batch_size < 1:
-            out.append("grade.batch_size must be at least 1")
+        if self.judge_mode not in JUDGE_MODES:
+            out.append(f"grade.judge_mode must be one of {', '.join(JUDGE_MODES)}, not {self.judge_mode!r}")
+        for name in ("threshold", "f1_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                out.append(f"grade.{name} must be between 0 and 1")
+        for name in ("batch_size", "cot_max_tokens"):
+            if getattr(self, name) < 1:
+                out.append(f"grade.{name} must be at least 1")
+        if self.judge_template is not None:
+            problem = template_problem(self.judge_template, JUDGE_FIELDS, JUDGE_REQUIRED)
+            if problem:
+                out.append(f"grade.judge_template: {problem}")
         return out
+
+    @property
+    def uses_judge(self) -> bool:
+        return self.grader in ("judge", "hybrid")
+
+    @property
+    def judge_name(self) -> str:
+        return f"judge-{self.judge_mode}"
 
 
 @dataclass(frozen=True)
@@ -58,11 +79,15 @@ class GradeSummary:
     n_wrong: int
     grader: str
     seconds: float
+    by_grader: dict[str, int] | None = None  # how many verdicts each grader gave
 
     def __str__(self) -> str:
         share = 100.0 * self.n_wrong / self.n_items if self.n_items else 0.0
+        split = ""
+        if self.by_grader and len(self.by_grader) > 1:
+            split = " (" + ", ".join(f"{n} by {name}" for name, n in sorted(self.by_grader.items())) + ")"
         return (
-            f"graded {self.n_items} with {self.grader}: {self.n_wrong} wrong ({share:.1f}%), "
+            f"graded {self.n_items} with {self.grader}{split}: {self.n_wrong} wrong ({share:.1f}%), "
             f"{self.n_new} new, in {self.seconds:.1f} s"
         )
 
@@ -85,6 +110,12 @@ def token_f1(prediction: str, reference: str) -> float:
         return float(pred == ref)
     precision, recall = common / len(pred), common / len(ref)
     return 2 * precision * recall / (precision + recall)
+
+
+def contains_reference(answer: str, reference: str) -> bool:
+    """The normalised reference appears in the normalised answer as whole words."""
+    ref = normalize(reference)
+    return bool(ref) and f" {ref} " in f" {normalize(answer)} "
 
 
 _LETTER_PATTERNS = (
@@ -111,93 +142,54 @@ def answer_letter(text: str, options: dict[str, str]) -> str | None:
     return None
 
 
-def grade_deterministic(grader: str, item: QAItem, answer: str, threshold: float) -> tuple[bool, float]:
+def grade_deterministic(grader: str, item: QAItem, answer: str, f1_threshold: float = 0.5) -> tuple[bool, float]:
     """(correct, score) from a deterministic grader."""
     if grader == "exact":
         ok = normalize(answer) == normalize(item.reference)
         return ok, float(ok)
     if grader == "contains":
-        ok = bool(normalize(item.reference)) and normalize(item.reference) in normalize(answer)
+        ok = contains_reference(answer, item.reference)
         return ok, float(ok)
     if grader == "f1":
         score = token_f1(answer, item.reference)
-        return score >= threshold, score
+        return score >= f1_threshold, score
     if grader == "option":
         if item.reference_letter is None:
-            raise ValueError(
-                f"item {item.id}: the option grader needs multiple-choice items whose answer names an option"
-            )
+            raise ValueError(f"item {item.id}: the option grader needs multiple-choice items whose answer names an option")
         ok = answer_letter(answer, item.options) == item.reference_letter
         return ok, float(ok)
-    raise ValueError(f"unknown grader {grader!r}; choose one of {', '.join(GRADERS)}")
+    raise ValueError(f"unknown grader {grader!r}; choose one of {', '.join(DETERMINISTIC)}")
 
 
-# --------------------------------------------------------------------------- the judge
+def decisive_grade(item: QAItem, answer: str) -> Grade | None:
+    """A deterministic verdict where one is decisive, else None (the judge decides).
 
-
-def _word_ids(tokenizer, words: tuple[str, ...]) -> list[int]:
-    """First token ids of the verdict words (deduplicated)."""
-    ids = []
-    for word in words:
-        encoded = tokenizer.encode(word, add_special_tokens=False)
-        if encoded and encoded[0] not in ids:
-            ids.append(encoded[0])
-    return ids
-
-
-def _output_projection(model) -> Callable | None:
-    """The final vocabulary projection of an mlx-lm model, if its layout is the usual one."""
-    if not hasattr(model, "model"):
-        return None
-    if getattr(model, "lm_head", None) is not None:
-        return model.lm_head
-    embed = getattr(model.model, "embed_tokens", None)
-    return embed.as_linear if embed is not None else None
-
-
-def last_token_logprobs(model, prompts: list[list[int]]):
-    """Log-probabilities of the next token after each prompt, in one batched forward pass.
-
-    Prompts are right-padded: with a causal mask the padding never reaches the
-    real positions. Only the last real position of each row goes through the
-    vocabulary projection, which is most of the cost for a small model.
+    Decisive: the option a multiple-choice answer picks; an answer that contains
+    the whole reference is correct. A free-text answer that does not is left to
+    the judge, which can recognise a paraphrase.
     """
-    import mlx.core as mx
-
-    lengths = [len(p) for p in prompts]
-    width = max(lengths)
-    tokens = mx.array([p + [0] * (width - len(p)) for p in prompts])
-    last = mx.array([n - 1 for n in lengths])
-    rows = mx.arange(len(prompts))
-    project = _output_projection(model)
-    if project is not None:
-        hidden = model.model(tokens)
-        logits = project(hidden[rows, last])
-    else:
-        logits = model(tokens)[rows, last]
-    logits = logits.astype(mx.float32)
-    return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    if item.reference_letter is not None:
+        ok, score = grade_deterministic("option", item, answer)
+        return Grade(item.id, ok, score, "option")
+    if contains_reference(answer, item.reference):
+        return Grade(item.id, True, 1.0, "contains")
+    return None
 
 
-def judge_prompt(item: QAItem, answer: str) -> str:
-    reference = item.reference
-    if item.options and item.reference_letter:
-        reference = f"{item.reference_letter}. {item.options[item.reference_letter]}"
-    question = item.question
-    if item.options:
-        question += "\n" + "\n".join(f"{k}. {v}" for k, v in item.options.items())
-    return JUDGE_TEMPLATE.format(question=question, reference=reference, answer=answer)
-
-
-def judge_probabilities(model, tokenizer, prompts: list[list[int]]) -> list[float]:
-    """P(Yes) / (P(Yes) + P(No)) for each judge prompt."""
-    import mlx.core as mx
-
-    yes_ids, no_ids = _word_ids(tokenizer, YES_WORDS), _word_ids(tokenizer, NO_WORDS)
-    logprobs = last_token_logprobs(model, prompts)
-    p_yes = mx.logsumexp(logprobs[:, mx.array(yes_ids)], axis=-1)
-    p_no = mx.logsumexp(logprobs[:, mx.array(no_ids)], axis=-1)
-    return mx.sigmoid(p_yes - p_no).tolist()
+def deterministic_labels(source: str, items: list[QAItem], answers: dict[str, Answer]) -> dict[str, bool]:
+    """Trusted labels from a deterministic grader, or from `decisive_grade` for `auto` (where decisive)."""
+    labels = {}
+    for item in items:
+        text = answers[item.id].text
+        if source == "auto":
+            grade = decisive_grade(item, text)
+            if grade is not None:
+                labels[item.id] = grade.correct
+        elif source == "option" and item.reference_letter is None:
+            continue
+        else:
+            labels[item.id] = grade_deterministic(source, item, text)[0]
+    return labels
 
 
 # --------------------------------------------------------------------------- the stage
@@ -209,46 +201,96 @@ def grade_answers(
     out_path: Path,
     config: GradeConfig = GradeConfig(),
     *,
-    judge=None,
+    judge: Judge | None = None,
     progress: bool = True,
 ) -> GradeSummary:
-    """Grade every answered item not yet in `out_path`. `judge` is (model, tokenizer) for the judge grader."""
+    """Grade every answered item not yet in `out_path`, appending one record per item."""
     start = time.perf_counter()
     missing = [item.id for item in items if item.id not in answers]
     if missing:
-        raise ValueError(
-            f"{len(missing)} of {len(items)} items have no answer (first: {missing[0]}); run `slearn answer` first"
-        )
-    done = read_records(out_path, Grade)
-    todo = [item for item in items if item.id not in done]
+        raise ValueError(f"{len(missing)} of {len(items)} items have no answer (first: {missing[0]}); run `slearn answer` first")
     if config.grader == "option":
         unusable = next((item for item in items if item.reference_letter is None), None)
         if unusable is not None:
-            raise ValueError(
-                f"item {unusable.id}: the option grader needs multiple-choice items whose answer names an option"
-            )
-    if config.grader == "judge" and judge is None and todo:
-        raise ValueError("the judge grader needs a model")
+            raise ValueError(f"item {unusable.id}: the option grader needs multiple-choice items whose answer names an option")
+    done = read_records(out_path, Grade)
+    todo = [item for item in items if item.id not in done]
 
     with RecordWriter(out_path) as writer, progress_bar(len(todo), f"grade ({config.grader})", progress) as bar:
-        if config.grader != "judge":
-            for item in todo:
-                ok, score = grade_deterministic(config.grader, item, answers[item.id].text, config.threshold)
-                writer.write(Grade(item.id, ok, score, config.grader))
+        to_judge = []
+        for item in todo:
+            text = answers[item.id].text
+            if config.grader in DETERMINISTIC:
+                ok, score = grade_deterministic(config.grader, item, text, config.f1_threshold)
+                grade = Grade(item.id, ok, score, config.grader)
+            elif config.grader == "hybrid":
+                grade = decisive_grade(item, text)
+            else:
+                grade = None
+            if grade is None:
+                to_judge.append(item)
+            else:
+                writer.write(grade)
                 bar.update(1)
-        else:
-            model, tokenizer = judge
-            prompts = {
-                item.id: encode_chat(tokenizer, judge_prompt(item, answers[item.id].text)) for item in todo
-            }
-            todo = sorted(todo, key=lambda item: len(prompts[item.id]))
-            for i in range(0, len(todo), config.batch_size):
-                batch = todo[i : i + config.batch_size]
-                probs = judge_probabilities(model, tokenizer, [prompts[item.id] for item in batch])
-                for item, p in zip(batch, probs):
-                    writer.write(Grade(item.id, p >= config.threshold, round(p, 6), "judge"))
-                bar.update(len(batch))
+        if to_judge and judge is None:
+            raise ValueError(f"the {config.grader} grader needs a judge model")
+        prompts = {item.id: judge.prompt_tokens(item, answers[item.id].text) for item in to_judge}
+        # Similar lengths together: less padding in every batch.
+        to_judge.sort(key=lambda item: len(prompts[item.id]))
+        for i in range(0, len(to_judge), config.batch_size):
+            batch = to_judge[i : i + config.batch_size]
+            for item, judgement in zip(batch, judge.judge([prompts[item.id] for item in batch])):
+                score = round(judgement.score, 6)
+                writer.write(Grade(item.id, score >= config.threshold, score, config.judge_name, judgement.justification))
+            bar.update(len(batch))
 
     grades = read_records(out_path, Grade)
     n_wrong = sum(1 for item in items if item.id in grades and not grades[item.id].correct)
-    return GradeSummary(len(items), len(todo), n_wrong, config.grader, time.perf_counter() - start)
+    by_grader = Counter(grades[item.id].grader for item in items if item.id in grades)
+    return GradeSummary(len(items), len(todo), n_wrong, config.grader, time.perf_counter() - start, dict(by_grader))
+
+
+def calibrate_grades(grades_path: Path, labels: dict[str, bool], threshold: float, label_source: str) -> Calibration:
+    """Fit the judge's threshold on labelled answers and re-decide the judge's verdicts with it.
+
+    Only verdicts the judge gave are calibrated and rewritten (atomically);
+    deterministic ones stand.
+    """
+    grades = read_records(grades_path, Grade)
+    judged = [g for g in grades.values() if g.grader.startswith("judge") and g.id in labels]
+    if not judged:
+        raise ValueError(
+            f"no judged answer carries a label ({len(labels)} labels, "
+            f"{sum(g.grader.startswith('judge') for g in grades.values())} judged answers); "
+            "calibration needs answers graded by a judge and labels for some of them"
+        )
+    result = calibrate([g.score for g in judged], [labels[g.id] for g in judged], threshold, label_source)
+    rewritten = (
+        replace(g, correct=g.score >= result.threshold) if g.grader.startswith("judge") else g for g in grades.values()
+    )
+    write_jsonl_atomic(grades_path, (g.to_json() for g in rewritten))
+    return result
+
+
+def audit_sample(items: list[QAItem], answers: dict[str, Answer], grades: dict[str, Grade], n: int, seed: int = 0) -> str:
+    """N graded items side by side, drawn at random (seeded), for a person to check the grading."""
+    graded = [item for item in items if item.id in grades]
+    sample = random.Random(seed).sample(graded, min(n, len(graded)))
+    blocks = []
+    for item in sample:
+        grade = grades[item.id]
+        verdict = "correct" if grade.correct else "WRONG"
+        lines = [
+            f"[{item.id}] {verdict} by {grade.grader} (score {grade.score:.3f})",
+            f"  question : {_one_line(item.question)}",
+            f"  reference: {_one_line(item.reference)}",
+            f"  answer   : {_one_line(answers[item.id].text)}",
+        ]
+        if grade.justification:
+            lines.append(f"  judge    : {_one_line(grade.justification)}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _one_line(text: str, width: int = 110) -> str:
+    return textwrap.shorten(" ".join(text.split()), width=width, placeholder=" ...") or "(empty)"

@@ -348,6 +348,7 @@ def environment_info() -> dict:
         "blas": _blas.openblas_config() or ("bundled with mlx" if sys.platform.startswith("linux") else "Accelerate"),
         "blas_path": _blas.loaded_path,
         "blas_note": _blas.skipped_reason,
+        "blas_libraries": ", ".join(os.path.basename(p) for p in _blas.blas_libraries_mapped()) or None,
         "default_model": str(default_model_path()),
         "default_model_installed": (default_model_path() / "config.json").exists(),
     }

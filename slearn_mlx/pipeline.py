@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from slearn_mlx.answer import AnswerSummary, answer_items
 from slearn_mlx.config import RunConfig, save_config
 from slearn_mlx.data import load_items
 from slearn_mlx.evaluate import EvalSummary, evaluate_adapters
-from slearn_mlx.grade import GradeSummary, grade_answers
+from slearn_mlx.calibrate import Calibration, read_labels, save_calibration
+from slearn_mlx.grade import GradeSummary, audit_sample, calibrate_grades, deterministic_labels, grade_answers
+from slearn_mlx.judge import Judge
 from slearn_mlx.models import environment_info, load_model, resolve_model
 from slearn_mlx.records import Answer, Grade
 from slearn_mlx.runs import RunDir, load_run_items, read_json, read_records, save_items, update_report
@@ -43,10 +46,35 @@ class SharedModel:
         return self._loaded
 
 
+@contextmanager
+def judge_for(config: RunConfig, models: SharedModel) -> Iterator[Judge | None]:
+    """The judge the grade config asks for, or None when its grader needs none.
+
+    A separate `judge_model` is loaded for the block and freed after it; without
+    one, the run's own model judges itself.
+    """
+    grade = config.grade
+    if not grade.uses_judge:
+        yield None
+        return
+    separate = grade.judge_model is not None
+    model, tokenizer = load_model(grade.judge_model) if separate else models.get()
+    judge = Judge(model, tokenizer, grade.judge_mode, grade.judge_template, grade.cot_max_tokens)
+    del model, tokenizer
+    try:
+        yield judge
+    finally:
+        judge.close()
+        if separate:
+            import mlx.core as mx
+
+            mx.clear_cache()
+
+
 def _outputs(run: RunDir, stage: str) -> list[Path]:
     return {
         "answer": [run.answers],
-        "grade": [run.grades],
+        "grade": [run.grades, run.calibration],
         "select": [run.train_dir / "train.jsonl", run.train_dir / "valid.jsonl"],
         "train": [run.adapters, run.train_dir / "losses.jsonl"],
         "evaluate": [run.eval_dir],
@@ -88,18 +116,51 @@ def stage_answer(run: RunDir, config: RunConfig, models: SharedModel, *, progres
 def stage_grade(run: RunDir, config: RunConfig, models: SharedModel, *, progress: bool = True) -> GradeSummary:
     items = load_run_items(run)
     answers = read_records(run.require(run.answers, "answer"), Answer)
-    judge = models.get() if config.grade.grader == "judge" else None
-    _begin(run, config)
-    summary = grade_answers(items, answers, run.grades, config.grade, judge=judge, progress=progress)
+    done = read_records(run.grades, Grade, repair=False)
+    needs_judge = any(item.id not in done for item in items)
+    with judge_for(config, models) if needs_judge else nullcontext() as judge:
+        _begin(run, config)
+        summary = grade_answers(items, answers, run.grades, config.grade, judge=judge, progress=progress)
     _record(run, "grade", summary, n_wrong=summary.n_wrong, grader=config.grade.grader)
     return summary
+
+
+def stage_calibrate(run: RunDir, config: RunConfig, labels: str) -> tuple[Calibration, RunConfig]:
+    """Fit the judge's threshold on labelled answers; the run keeps it (config.json, calibration.json).
+
+    `labels` is a deterministic grader (exact, contains, f1, option), `auto` (the
+    hybrid grader's decisive verdicts), or a JSONL file of {"id", "correct"}.
+    """
+    items = load_run_items(run)
+    answers = read_records(run.require(run.answers, "answer"), Answer)
+    run.require(run.grades, "grade")
+    if labels in ("auto", "exact", "contains", "f1", "option"):
+        trusted = deterministic_labels(labels, items, answers)
+    else:
+        trusted = read_labels(labels)
+    calibration = calibrate_grades(run.grades, trusted, config.grade.threshold, labels)
+    config = replace(config, grade=replace(config.grade, threshold=round(calibration.threshold, 6)))
+    save_calibration(run.calibration, calibration)
+    save_config(run, config)
+    grades = read_records(run.grades, Grade)
+    n_wrong = sum(1 for item in items if not grades[item.id].correct)
+    update_report(run, calibration=calibration.to_json(), n_wrong=n_wrong)
+    return calibration, config
+
+
+def audit(run: RunDir, n: int, seed: int = 0) -> str:
+    """N graded items side by side, for a person to check the grading."""
+    items = load_run_items(run)
+    answers = read_records(run.require(run.answers, "answer"), Answer)
+    grades = read_records(run.require(run.grades, "grade"), Grade)
+    return audit_sample(items, answers, grades, n, seed)
 
 
 def stage_select(run: RunDir, config: RunConfig, *, progress: bool = True) -> SelectSummary:
     items = load_run_items(run)
     grades = read_records(run.require(run.grades, "grade"), Grade)
     save_config(run, config)
-    summary = select_unknown(items, grades, run.train_dir, config.select)
+    summary = select_unknown(items, grades, run.train_dir, config.select, config.answer)
     _record(run, "select", summary, n_selected=summary.n_selected)
     return summary
 
@@ -131,8 +192,9 @@ def stage_evaluate(run: RunDir, config: RunConfig, models: SharedModel, *, progr
     model, tokenizer = models.get()
     _begin(run, config)
     summary = evaluate_adapters(
-        model, tokenizer, test_items, run.eval_dir, run.adapters, config.answer, config.grade, progress=progress
-    )
+        model, tokenizer, test_items, run.eval_dir, run.adapters, config.answer, config.grade,
+        make_judge=lambda: judge_for(config, models), progress=progress,
+    )  # fmt: skip
     _record(
         run, "evaluate", summary, test=str(config.test), n_test=len(test_items),
         base_accuracy=summary.base_accuracy, adapted_accuracy=summary.adapted_accuracy,
@@ -141,9 +203,15 @@ def stage_evaluate(run: RunDir, config: RunConfig, models: SharedModel, *, progr
 
 
 def run_pipeline(
-    run: RunDir, config: RunConfig, *, echo: Callable[[str], None] = print, progress: bool = True, force: bool = False
+    run: RunDir,
+    config: RunConfig,
+    *,
+    echo: Callable[[str], None] = print,
+    progress: bool = True,
+    force: bool = False,
+    calibrate_labels: str | None = None,
 ) -> dict:
-    """answer -> grade -> select -> train -> evaluate (when a test file is given), resuming what is done."""
+    """answer -> grade [-> calibrate] -> select -> train -> evaluate (with a test file), resuming what is done."""
     if not config.data:
         raise ValueError("no training data given; pass --data FILE.jsonl")
     load_items(config.data)  # bad input fails here, before anything is written
@@ -157,6 +225,9 @@ def run_pipeline(
     start = time.perf_counter()
     echo(str(stage_answer(run, config, models, progress=progress)))
     echo(str(stage_grade(run, config, models, progress=progress)))
+    if calibrate_labels and not run.calibration.exists():  # a resumed run keeps its calibration
+        calibration, config = stage_calibrate(run, config, calibrate_labels)
+        echo(str(calibration))
     echo(str(stage_select(run, config, progress=progress)))
     echo(str(stage_train(run, config, models, progress=progress)))
     if config.test:

@@ -59,10 +59,15 @@ class Answer(Record):
 
 @dataclass(frozen=True)
 class Grade(Record):
-    """A verdict on one answer. `score` is the judge's P(correct), or the grader's own score
-    (token F1; 1.0/0.0 for exact, contains and option)."""
+    """A verdict on one answer.
+
+    `grader` is what decided (a deterministic grader, or `judge-<mode>`); `score`
+    is the judge's P(correct) or normalised score, or the grader's own (token F1;
+    1.0/0.0 for exact, contains and option); `justification` is what a judge in
+    cot mode wrote before its verdict."""
 
     id: str
     correct: bool
     score: float
     grader: str
+    justification: str | None = None

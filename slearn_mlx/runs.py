@@ -7,6 +7,7 @@ flushed line by line, plus whole-file outputs written atomically (temp + rename)
     items.jsonl           the training items, normalised
     answers.jsonl         stage 1: the model's answers
     grades.jsonl          stage 2: the verdicts
+    calibration.json      the judge's fitted threshold and its agreement before and after
     train/train.jsonl     stage 3: the wrongly answered pairs, in mlx-lm chat format
     train/valid.jsonl
     adapters/             stage 4: LoRA adapters in mlx-lm's format
@@ -40,6 +41,7 @@ class RunDir:
     items = property(lambda self: self.root / "items.jsonl")
     answers = property(lambda self: self.root / "answers.jsonl")
     grades = property(lambda self: self.root / "grades.jsonl")
+    calibration = property(lambda self: self.root / "calibration.json")
     train_dir = property(lambda self: self.root / "train")
     adapters = property(lambda self: self.root / "adapters")
     eval_dir = property(lambda self: self.root / "eval")

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from slearn_mlx.answer import question_text
+from slearn_mlx.answer import AnswerConfig, question_text
 from slearn_mlx.records import Grade, QAItem
 from slearn_mlx.runs import write_jsonl_atomic
 
@@ -51,18 +51,23 @@ def training_target(item: QAItem) -> str:
     return item.reference
 
 
-def chat_example(item: QAItem) -> dict:
+def chat_example(item: QAItem, answer_config: AnswerConfig = AnswerConfig()) -> dict:
+    """One training pair: the prompt exactly as the model was asked, and the reference answer."""
     return {
         "id": item.id,
         "messages": [
-            {"role": "user", "content": question_text(item)},
+            {"role": "user", "content": question_text(item, answer_config)},
             {"role": "assistant", "content": training_target(item)},
         ],
     }
 
 
 def select_unknown(
-    items: list[QAItem], grades: dict[str, Grade], train_dir: Path, config: SelectConfig = SelectConfig()
+    items: list[QAItem],
+    grades: dict[str, Grade],
+    train_dir: Path,
+    config: SelectConfig = SelectConfig(),
+    answer_config: AnswerConfig = AnswerConfig(),
 ) -> SelectSummary:
     """Write train.jsonl (every wrongly answered pair) and valid.jsonl (a sample of them).
 
@@ -80,6 +85,6 @@ def select_unknown(
     if wrong and config.valid_fraction > 0:
         n_valid = max(1, round(config.valid_fraction * len(wrong)))
     valid = random.Random(config.seed).sample(wrong, n_valid)
-    write_jsonl_atomic(train_dir / "train.jsonl", (chat_example(item) for item in wrong))
-    write_jsonl_atomic(train_dir / "valid.jsonl", (chat_example(item) for item in valid))
+    write_jsonl_atomic(train_dir / "train.jsonl", (chat_example(item, answer_config) for item in wrong))
+    write_jsonl_atomic(train_dir / "valid.jsonl", (chat_example(item, answer_config) for item in valid))
     return SelectSummary(len(items), len(wrong), n_valid, time.perf_counter() - start)

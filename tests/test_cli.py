@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from slearn_mlx.cli import cli
 
 FAST = ["--max-tokens", "4", "--epochs", "1", "--num-layers", "1", "--quiet"]
@@ -51,7 +53,7 @@ def test_stages_one_by_one_and_resume_after_truncation(runner, tiny_model, qa_fi
 
     assert "with judge" in invoke(runner, ["grade", "--out", out, "--quiet"])  # the model from the run's config
     grades = [json.loads(l) for l in (tmp_path / "run" / "grades.jsonl").read_text().splitlines()]
-    assert all(g["grader"] == "judge" and 0 <= g["score"] <= 1 for g in grades)
+    assert all(g["grader"] == "judge-verdict" and 0 <= g["score"] <= 1 for g in grades)
     assert "with exact" in invoke(runner, ["grade", "--out", out, "--grader", "exact", "--force", "--quiet"])
     assert invoke(runner, ["select", "--out", out]).startswith("selected")
     assert invoke(runner, ["train", "--out", out, "--epochs", "1", "--num-layers", "1", "--quiet"]).startswith("trained")
@@ -76,7 +78,9 @@ def test_yaml_config_is_applied_and_command_line_wins(runner, tiny_model, qa_fil
     out = tmp_path / "r"
     invoke(runner, ["answer", "--data", str(qa_file), "--out", str(out), "--config", str(config), "--batch-size", "5", "--quiet"])
     saved = json.loads((out / "config.json").read_text())
-    assert saved["answer"] == {"max_tokens": 3, "batch_size": 5, "temperature": 0.0}
+    assert {k: saved["answer"][k] for k in ("max_tokens", "batch_size", "temperature")} == {
+        "max_tokens": 3, "batch_size": 5, "temperature": 0.0,
+    }  # fmt: skip
     bad = tmp_path / "bad.yaml"
     bad.write_text("answer:\n  max_tokenz: 3\n")
     result = runner.invoke(cli, ["answer", "--data", str(qa_file), "--out", str(out), "--config", str(bad)])
@@ -119,3 +123,51 @@ def test_a_changed_selection_retrains_and_re_evaluates(runner, tiny_model, qa_fi
     output = invoke(runner, ["run", *common])
     assert "trained on" in output and "already trained" not in output
     assert adapted.stat().st_mtime_ns > before and len(adapted.read_text().splitlines()) == 6
+
+
+def test_grade_calibrate_show_and_templates(runner, tiny_model, qa_file, tmp_path):
+    out = str(tmp_path / "run")
+    template = tmp_path / "ask.txt"
+    template.write_text("Answer briefly: {question}\n")
+    invoke(runner, ["answer", "--data", str(qa_file), "--model", tiny_model, "--out", out, "--max-tokens", "3",
+                    "--template", str(template), "--quiet"])  # fmt: skip
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["answer"]["template"] == "Answer briefly: {question}"
+
+    labels = tmp_path / "labels.jsonl"
+    items = [json.loads(l) for l in (tmp_path / "run" / "items.jsonl").read_text().splitlines()]
+    labels.write_text("".join(json.dumps({"id": it["id"], "correct": i % 2 == 0}) + "\n" for i, it in enumerate(items)))
+    output = invoke(runner, ["grade", "--out", out, "--judge-mode", "score", "--calibrate", "--labels", str(labels),
+                             "--show", "2", "--quiet"])  # fmt: skip
+    assert "calibrated on 6 answers" in output and "agreement" in output
+    assert output.count("by judge-score") == 2
+    calibration = json.loads((tmp_path / "run" / "calibration.json").read_text())
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["grade"]["threshold"] == pytest.approx(calibration["after"]["threshold"], abs=1e-6)
+    assert calibration["after"]["agreement"] >= calibration["before"]["agreement"]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["calibration"]["label_source"] == str(labels)
+
+
+def test_separate_judge_model_and_run_with_calibration(runner, tiny_model, qa_file, tmp_path):
+    out = tmp_path / "run"
+    output = invoke(runner, ["run", "--data", str(qa_file), "--test", str(qa_file), "--model", tiny_model,
+                             "--judge-model", tiny_model, "--grader", "hybrid", "--calibrate", "--labels", "exact",
+                             "--out", str(out), *FAST])  # fmt: skip
+    assert "calibrated on" in output
+    assert [line.split()[0] for line in output.splitlines()][:3] == ["answered", "graded", "calibrated"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["grade"]["judge_model"] == tiny_model and config["grade"]["grader"] == "hybrid"
+
+
+def test_bad_templates_and_labels_are_one_line(runner, tiny_model, qa_file, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("{answer} alone")
+    result = runner.invoke(cli, ["grade", "--out", str(tmp_path / "r"), "--judge-template", str(bad)])
+    assert result.exit_code == 1 and "must use {reference}" in result.output and result.output.count("\n") == 1
+    out = str(tmp_path / "run")
+    invoke(runner, ["answer", "--data", str(qa_file), "--model", tiny_model, "--out", out, "--max-tokens", "2", "--quiet"])
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text('{"id": "x", "correct": "yes"}\n')
+    result = runner.invoke(cli, ["grade", "--out", out, "--calibrate", "--labels", str(labels), "--quiet"])
+    assert result.exit_code == 1 and "labels.jsonl:1: field 'correct'" in result.output

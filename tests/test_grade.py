@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from slearn_mlx.answer import encode_chat
 from slearn_mlx.grade import (
     GradeConfig,
     answer_letter,
+    audit_sample,
+    calibrate_grades,
+    decisive_grade,
     grade_answers,
     grade_deterministic,
-    judge_probabilities,
     normalize,
     token_f1,
 )
+from slearn_mlx.judge import Judge
 from slearn_mlx.records import Answer, Grade, QAItem
-from slearn_mlx.runs import read_records
+from slearn_mlx.runs import read_records, write_jsonl_atomic
 
 ITEM = QAItem("1", "Capital of France?", "Paris")
 MC = QAItem("2", "Largest planet?", "B", {"A": "Mars", "B": "Jupiter", "C": "Venus"})
@@ -57,36 +59,71 @@ def test_option_grader_needs_options(tmp_path):
     assert not (tmp_path / "g.jsonl").exists() or (tmp_path / "g.jsonl").read_text() == ""
 
 
-def test_judge_probabilities_ignore_padding(tiny_loaded):
-    """A prompt scored alone or in a batch with longer prompts gets the same P(correct)."""
-    model, tokenizer = tiny_loaded
-    prompts = [encode_chat(tokenizer, text) for text in ("short", "a much longer prompt " * 5, "mid length one")]
-    together = judge_probabilities(model, tokenizer, prompts)
-    alone = [judge_probabilities(model, tokenizer, [p])[0] for p in prompts]
-    assert together == pytest.approx(alone, abs=1e-5)
-    assert all(0.0 < p < 1.0 for p in together)
-
-
 def test_judge_stage_stores_probability_and_resumes(tiny_loaded, tmp_path):
     items = [ITEM, MC, QAItem("3", "2+2?", "4")]
     answers = {"1": Answer("1", "Paris", 1), "2": Answer("2", "B", 1), "3": Answer("3", "5", 1)}
     out = tmp_path / "grades.jsonl"
     config = GradeConfig(grader="judge", threshold=0.5, batch_size=2)
-    summary = grade_answers(items, answers, out, config, judge=tiny_loaded, progress=False)
+    judge = Judge(*tiny_loaded)
+    summary = grade_answers(items, answers, out, config, judge=judge, progress=False)
     grades = read_records(out, Grade)
     assert summary.n_new == 3 and set(grades) == {"1", "2", "3"}
     for g in grades.values():
-        assert g.grader == "judge" and 0.0 <= g.score <= 1.0 and g.correct == (g.score >= 0.5)
-    assert grade_answers(items, answers, out, config, judge=tiny_loaded, progress=False).n_new == 0
+        assert g.grader == "judge-verdict" and 0.0 <= g.score <= 1.0 and g.correct == (g.score >= 0.5)
+    assert grade_answers(items, answers, out, config, judge=judge, progress=False).n_new == 0
 
 
 def test_threshold_moves_the_verdict(tiny_loaded, tmp_path):
     items, answers = [ITEM], {"1": Answer("1", "Paris", 1)}
-    low = grade_answers(items, answers, tmp_path / "a.jsonl", GradeConfig(threshold=0.0), judge=tiny_loaded, progress=False)
-    high = grade_answers(items, answers, tmp_path / "b.jsonl", GradeConfig(threshold=1.0), judge=tiny_loaded, progress=False)
+    judge = Judge(*tiny_loaded)
+    low = grade_answers(items, answers, tmp_path / "a.jsonl", GradeConfig(threshold=0.0), judge=judge, progress=False)
+    high = grade_answers(items, answers, tmp_path / "b.jsonl", GradeConfig(threshold=1.0), judge=judge, progress=False)
     assert (low.n_wrong, high.n_wrong) == (0, 1)
 
 
 def test_grading_needs_every_answer(tmp_path):
     with pytest.raises(ValueError, match="run `slearn answer` first"):
         grade_answers([ITEM], {}, tmp_path / "g.jsonl", GradeConfig(grader="exact"), progress=False)
+
+
+def test_hybrid_uses_the_judge_only_where_no_rule_is_decisive(tiny_loaded, tmp_path):
+    items = [ITEM, MC, QAItem("3", "2+2?", "4")]
+    answers = {"1": Answer("1", "It is Paris.", 3), "2": Answer("2", "A. Mars", 2), "3": Answer("3", "four", 1)}
+    out = tmp_path / "g.jsonl"
+    summary = grade_answers(items, answers, out, GradeConfig(grader="hybrid"), judge=Judge(*tiny_loaded), progress=False)
+    grades = read_records(out, Grade)
+    assert (grades["1"].grader, grades["1"].correct) == ("contains", True)
+    assert (grades["2"].grader, grades["2"].correct) == ("option", False)
+    assert grades["3"].grader == "judge-verdict"
+    assert summary.by_grader == {"contains": 1, "option": 1, "judge-verdict": 1}
+    assert decisive_grade(QAItem("4", "q", "no"), "No idea") is not None  # whole-word match: decisive by rule
+
+
+def test_hybrid_without_a_judge_says_so(tmp_path):
+    with pytest.raises(ValueError, match="needs a judge"):
+        grade_answers([QAItem("3", "2+2?", "4")], {"3": Answer("3", "four", 1)}, tmp_path / "g.jsonl",
+                      GradeConfig(grader="hybrid"), progress=False)  # fmt: skip
+
+
+def test_calibration_fits_the_threshold_and_rewrites_judge_verdicts(tmp_path):
+    path = tmp_path / "grades.jsonl"
+    scores = {"a": 0.30, "b": 0.35, "c": 0.40, "d": 0.45, "e": 0.20, "f": 0.10}
+    truth = {"a": True, "b": True, "c": True, "d": True, "e": False, "f": False}
+    rows = [Grade(i, s >= 0.5, s, "judge-verdict") for i, s in scores.items()] + [Grade("g", True, 1.0, "option")]
+    write_jsonl_atomic(path, (g.to_json() for g in rows))
+    result = calibrate_grades(path, truth | {"g": False}, threshold=0.5, label_source="test")
+    assert result.before.agreement == pytest.approx(2 / 6) and result.after.agreement == 1.0
+    assert 0.20 < result.threshold < 0.30
+    assert result.before.recall_wrong == 1.0 and result.before.precision_wrong == pytest.approx(2 / 6)
+    grades = read_records(path, Grade)
+    assert {i: grades[i].correct for i in truth} == truth
+    assert grades["g"].correct is True  # deterministic verdicts stand
+
+
+def test_audit_sample_shows_items_side_by_side():
+    items = [ITEM, MC]
+    answers = {"1": Answer("1", "Paris", 1), "2": Answer("2", "B", 1)}
+    grades = {"1": Grade("1", True, 0.9, "judge-cot", "It names Paris."), "2": Grade("2", True, 1.0, "option")}
+    text = audit_sample(items, answers, grades, 5)
+    assert text.count("[") == 2 and "reference: Paris" in text and "judge    : It names Paris." in text
+    assert "correct by judge-cot (score 0.900)" in text
