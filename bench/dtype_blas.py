@@ -9,7 +9,7 @@ With --blas both, the same runs go once with OpenBLAS loaded and once with mlx's
 bundled BLAS (SLEARN_BLAS=bundled), each in its own process, and the BLAS
 ratios are printed too.
 
-    python bench/dtype_blas.py --blas both
+    python bench/dtype_blas.py --blas both --bundled-dtypes float32 --repeats 2
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ QUESTIONS = [
     "What is the normal range of adult resting heart rate?",
     "Which nerve supplies the diaphragm?",
     "What is the antidote for paracetamol poisoning?",
-] * 2
+]
 
 
 def measure(dtype: str, repeats: int) -> dict:
@@ -74,7 +74,7 @@ def measure(dtype: str, repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         train_dir = Path(tmp) / "train"
         train_dir.mkdir()
-        rows = [chat_example(QAItem(str(i), q, "A short reference answer.")) for i, q in enumerate(QUESTIONS)]
+        rows = [chat_example(QAItem(str(i), q, "A short reference answer.")) for i, q in enumerate(QUESTIONS[:4])]
         (train_dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         config = TrainConfig(epochs=1, batch_size=4, num_layers=16)
         train_adapters(model, tokenizer, train_dir, Path(tmp) / "warm", config, progress=False)
@@ -109,6 +109,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--blas", choices=["openblas", "bundled", "both"], default="openblas")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--bundled-dtypes", default="float32,bfloat16,q4",
+        help="dtypes to measure with the bundled BLAS (bf16 and 4-bit take tens of minutes there)",
+    )  # fmt: skip
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -122,17 +126,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["BENCH_Q4_MODEL"] = str(import_gguf(download_default_gguf(tmp), Path(tmp) / "q4", dtype="q4").path)
         blases = ["openblas", "bundled"] if args.blas == "both" else [args.blas]
-        rows = {(b, d): run_child(d, b, args.repeats) for b in blases for d in ("float32", "bfloat16", "q4")}
+        rows = {}
+        for blas in blases:
+            dtypes = args.bundled_dtypes.split(",") if blas == "bundled" else ["float32", "bfloat16", "q4"]
+            for dtype in dtypes:
+                rows[(blas, dtype)] = run_child(dtype, blas, args.repeats)
+                print(f"measured {blas} {dtype}: {json.dumps(rows[(blas, dtype)])}", file=sys.stderr, flush=True)
 
     metrics = ("generate_tok_s", "grade_prompts_s", "train_tok_s")
-    print(f"{'blas':9} {'dtype':9} " + " ".join(f"{m:>16}" for m in metrics) + "   ratios vs float32 (same BLAS)")
+    print(f"{'blas':9} {'dtype':9} " + " ".join(f"{m:>16}" for m in metrics) + "   ratios vs float32 (same BLAS)", flush=True)
     for (blas, dtype), row in rows.items():
         base = rows[(blas, "float32")]
         ratios = " ".join(f"{row[m] / base[m]:5.2f}x" for m in metrics)
         print(f"{blas:9} {dtype:9} " + " ".join(f"{row[m]:16.1f}" for m in metrics) + f"   {ratios}")
     if args.blas == "both":
         print("\nOpenBLAS / bundled BLAS, same dtype:")
-        for dtype in ("float32", "bfloat16", "q4"):
+        for dtype in args.bundled_dtypes.split(","):
             a, b = rows[("openblas", dtype)], rows[("bundled", dtype)]
             print(f"  {dtype:9} " + "  ".join(f"{m} {a[m] / b[m]:5.2f}x" for m in metrics))
 

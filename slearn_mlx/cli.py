@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from slearn_mlx import __version__
+from slearn_mlx import __version__, prompts
 
 # Only user-facing mistakes become one-line errors; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, OSError)
@@ -67,25 +67,22 @@ NUM_LAYERS = click.option("--num-layers", "train__num_layers", type=int, default
 TRAIN_OPTIONS = _options(EPOCHS, LEARNING_RATE, RANK, NUM_LAYERS)
 
 
-# Template options name files; the configuration keeps the templates' text.
+# Template options name files; the configuration keeps the templates' text: (fields, required fields).
 TEMPLATE_FILES = {
-    "answer__template": ("ANSWER_FIELDS", None),
-    "answer__mcq_template": ("MCQ_FIELDS", None),
-    "grade__judge_template": ("JUDGE_FIELDS", "JUDGE_REQUIRED"),
+    "answer__template": (prompts.ANSWER_FIELDS, None),
+    "answer__mcq_template": (prompts.MCQ_FIELDS, None),
+    "grade__judge_template": (prompts.JUDGE_FIELDS, prompts.JUDGE_REQUIRED),
 }
 
 
 def _session(out: str, config_file, overrides: dict):
     """The run directory and its resolved configuration."""
-    from slearn_mlx import prompts
     from slearn_mlx.config import resolve_config
     from slearn_mlx.runs import RunDir
 
     for key, (fields, required) in TEMPLATE_FILES.items():
         if overrides.get(key) is not None:
-            overrides[key] = prompts.read_template(
-                overrides[key], getattr(prompts, fields), getattr(prompts, required) if required else None
-            )
+            overrides[key] = prompts.read_template(overrides[key], fields, required)
     run = RunDir(out)
     return run, resolve_config(run, config_file, overrides)
 

@@ -22,7 +22,7 @@ from slearn_mlx.calibrate import Calibration, read_labels, save_calibration
 from slearn_mlx.grade import GradeSummary, audit_sample, calibrate_grades, deterministic_labels, grade_answers
 from slearn_mlx.judge import Judge
 from slearn_mlx.models import environment_info, load_model, resolve_model
-from slearn_mlx.records import Answer, Grade
+from slearn_mlx.records import Answer, Grade, QAItem
 from slearn_mlx.runs import RunDir, load_run_items, read_json, read_records, save_items, update_report
 from slearn_mlx.select import SelectSummary, select_unknown
 from slearn_mlx.train import ADAPTER_CONFIG, ADAPTER_FILE, TrainSummary, file_sha1, train_adapters
@@ -101,10 +101,15 @@ def _begin(run: RunDir, config: RunConfig) -> None:
     update_report(run, model=resolve_model(config.model), environment=environment_info())
 
 
+def _items(path: str | None, option: str) -> list[QAItem]:
+    """The items of a QA file named by `option`, or a message saying to pass one."""
+    if not path:
+        raise ValueError(f"no {option} file given; pass {option} FILE.jsonl")
+    return load_items(path)
+
+
 def stage_answer(run: RunDir, config: RunConfig, models: SharedModel, *, progress: bool = True) -> AnswerSummary:
-    if not config.data:
-        raise ValueError("no training data given; pass --data FILE.jsonl")
-    items = load_items(config.data)
+    items = _items(config.data, "--data")
     model, tokenizer = models.get()
     _begin(run, config)
     save_items(run, items)
@@ -186,9 +191,7 @@ def stage_train(run: RunDir, config: RunConfig, models: SharedModel, *, progress
 
 
 def stage_evaluate(run: RunDir, config: RunConfig, models: SharedModel, *, progress: bool = True) -> EvalSummary:
-    if not config.test:
-        raise ValueError("no test data given; pass --test FILE.jsonl")
-    test_items = load_items(config.test)
+    test_items = _items(config.test, "--test")
     model, tokenizer = models.get()
     _begin(run, config)
     summary = evaluate_adapters(
@@ -212,9 +215,7 @@ def run_pipeline(
     calibrate_labels: str | None = None,
 ) -> dict:
     """answer -> grade [-> calibrate] -> select -> train -> evaluate (with a test file), resuming what is done."""
-    if not config.data:
-        raise ValueError("no training data given; pass --data FILE.jsonl")
-    load_items(config.data)  # bad input fails here, before anything is written
+    _items(config.data, "--data")  # bad input fails here, before anything is written
     if config.test:
         load_items(config.test)
     if force:
