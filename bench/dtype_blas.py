@@ -36,11 +36,11 @@ QUESTIONS = [
 
 
 def measure(dtype: str, repeats: int) -> dict:
-    import slearn_mlx  # noqa: F401  (BLAS preload before mlx)
     import mlx.core as mx
-    from mlx_lm.generate import batch_generate
     from mlx.utils import tree_map
+    from mlx_lm.generate import batch_generate
 
+    import slearn_mlx  # noqa: F401  (BLAS preload before mlx)
     from slearn_mlx.answer import encode_chat
     from slearn_mlx.judge import yes_probabilities
     from slearn_mlx.models import default_model_path, load_model
@@ -134,7 +134,10 @@ def main() -> None:
                 print(f"measured {blas} {dtype}: {json.dumps(rows[(blas, dtype)])}", file=sys.stderr, flush=True)
 
     metrics = ("generate_tok_s", "grade_prompts_s", "train_tok_s")
-    print(f"{'blas':9} {'dtype':9} " + " ".join(f"{m:>16}" for m in metrics) + "   ratios vs float32 (same BLAS)", flush=True)
+    print(
+        f"{'blas':9} {'dtype':9} " + " ".join(f"{m:>16}" for m in metrics) + "   ratios vs float32 (same BLAS)",
+        flush=True,
+    )
     for (blas, dtype), row in rows.items():
         base = rows[(blas, "float32")]
         ratios = " ".join(f"{row[m] / base[m]:5.2f}x" for m in metrics)

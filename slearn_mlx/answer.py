@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slearn_mlx.progress import progress_bar
-from slearn_mlx.prompts import MCQ_FIELDS, MCQ_TEMPLATE, ANSWER_FIELDS, QUESTION_TEMPLATE, template_problem
+from slearn_mlx.prompts import ANSWER_FIELDS, MCQ_FIELDS, MCQ_TEMPLATE, QUESTION_TEMPLATE, template_problem
 from slearn_mlx.records import Answer, QAItem
 from slearn_mlx.runs import RecordWriter, read_records
+
 
 @dataclass
 class AnswerConfig:

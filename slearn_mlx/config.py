@@ -98,7 +98,9 @@ def _nest(overrides: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
-def resolve_config(run: RunDir, config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+def resolve_config(
+    run: RunDir, config_file: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> RunConfig:
     """The run's configuration from defaults, its saved config, a YAML file and command-line overrides."""
     import yaml
 

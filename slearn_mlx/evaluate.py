@@ -68,7 +68,9 @@ def evaluate_adapters(
         if variant == "adapted":
             load_adapters(model, str(adapter_dir))
             model.eval()
-        answer_items(model, tokenizer, test_items, eval_dir / f"{variant}_answers.jsonl", answer_config, progress=progress)
+        answer_items(
+            model, tokenizer, test_items, eval_dir / f"{variant}_answers.jsonl", answer_config, progress=progress
+        )
     if has_adapters:
         remove_lora_layers(model)
 

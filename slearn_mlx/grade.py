@@ -155,7 +155,9 @@ def grade_deterministic(grader: str, item: QAItem, answer: str, f1_threshold: fl
         return score >= f1_threshold, score
     if grader == "option":
         if item.reference_letter is None:
-            raise ValueError(f"item {item.id}: the option grader needs multiple-choice items whose answer names an option")
+            raise ValueError(
+                f"item {item.id}: the option grader needs multiple-choice items whose answer names an option"
+            )
         ok = answer_letter(answer, item.options) == item.reference_letter
         return ok, float(ok)
     raise ValueError(f"unknown grader {grader!r}; choose one of {', '.join(DETERMINISTIC)}")
@@ -208,11 +210,15 @@ def grade_answers(
     start = time.perf_counter()
     missing = [item.id for item in items if item.id not in answers]
     if missing:
-        raise ValueError(f"{len(missing)} of {len(items)} items have no answer (first: {missing[0]}); run `slearn answer` first")
+        raise ValueError(
+            f"{len(missing)} of {len(items)} items have no answer (first: {missing[0]}); run `slearn answer` first"
+        )
     if config.grader == "option":
         unusable = next((item for item in items if item.reference_letter is None), None)
         if unusable is not None:
-            raise ValueError(f"item {unusable.id}: the option grader needs multiple-choice items whose answer names an option")
+            raise ValueError(
+                f"item {unusable.id}: the option grader needs multiple-choice items whose answer names an option"
+            )
     done = read_records(out_path, Grade)
     todo = [item for item in items if item.id not in done]
 
@@ -241,7 +247,9 @@ def grade_answers(
             batch = to_judge[i : i + config.batch_size]
             for item, judgement in zip(batch, judge.judge([prompts[item.id] for item in batch])):
                 score = round(judgement.score, 6)
-                writer.write(Grade(item.id, score >= config.threshold, score, config.judge_name, judgement.justification))
+                writer.write(
+                    Grade(item.id, score >= config.threshold, score, config.judge_name, judgement.justification)
+                )
             bar.update(len(batch))
 
     grades = read_records(out_path, Grade)
@@ -272,7 +280,9 @@ def calibrate_grades(grades_path: Path, labels: dict[str, bool], threshold: floa
     return result
 
 
-def audit_sample(items: list[QAItem], answers: dict[str, Answer], grades: dict[str, Grade], n: int, seed: int = 0) -> str:
+def audit_sample(
+    items: list[QAItem], answers: dict[str, Answer], grades: dict[str, Grade], n: int, seed: int = 0
+) -> str:
     """N graded items side by side, drawn at random (seeded), for a person to check the grading."""
     graded = [item for item in items if item.id in grades]
     sample = random.Random(seed).sample(graded, min(n, len(graded)))

@@ -223,9 +223,7 @@ def _gguf_tokenizer(metadata: dict):
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     # llama.cpp's "smollm" pre-tokenizer splits every digit on its own before the GPT-2 regex.
     if _scalar(metadata, "tokenizer.ggml.pre", "default") == "smollm":
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-            [pre_tokenizers.Digits(individual_digits=True), byte_level]
-        )
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
     else:
         tokenizer.pre_tokenizer = byte_level
     tokenizer.decoder = decoders.ByteLevel()
@@ -291,7 +289,9 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path | None = None, dtype:
         tokenizer_config["chat_template"] = template
     (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
     (tmp / "slearn_import.json").write_text(
-        json.dumps({"source": str(gguf_path.resolve()), "dtype": dtype, "name": _scalar(metadata, "general.name")}, indent=2)
+        json.dumps(
+            {"source": str(gguf_path.resolve()), "dtype": dtype, "name": _scalar(metadata, "general.name")}, indent=2
+        )
         + "\n"
     )
     shutil.rmtree(out, ignore_errors=True)

@@ -15,11 +15,18 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from slearn_mlx.answer import AnswerSummary, answer_items
+from slearn_mlx.calibrate import Calibration, read_labels, save_calibration
 from slearn_mlx.config import RunConfig, save_config
 from slearn_mlx.data import load_items
 from slearn_mlx.evaluate import EvalSummary, evaluate_adapters
-from slearn_mlx.calibrate import Calibration, read_labels, save_calibration
-from slearn_mlx.grade import GradeSummary, audit_sample, calibrate_grades, deterministic_labels, grade_answers
+from slearn_mlx.grade import (
+    DETERMINISTIC,
+    GradeSummary,
+    audit_sample,
+    calibrate_grades,
+    deterministic_labels,
+    grade_answers,
+)
 from slearn_mlx.judge import Judge
 from slearn_mlx.models import environment_info, load_model, resolve_model
 from slearn_mlx.records import Answer, Grade, QAItem
@@ -139,7 +146,7 @@ def stage_calibrate(run: RunDir, config: RunConfig, labels: str) -> tuple[Calibr
     items = load_run_items(run)
     answers = read_records(run.require(run.answers, "answer"), Answer)
     run.require(run.grades, "grade")
-    if labels in ("auto", "exact", "contains", "f1", "option"):
+    if labels == "auto" or labels in DETERMINISTIC:
         trusted = deterministic_labels(labels, items, answers)
     else:
         trusted = read_labels(labels)

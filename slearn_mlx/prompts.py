@@ -60,7 +60,9 @@ def template_problem(template: str, fields: set[str], required: set[str] | None 
     except ValueError as exc:
         return f"not a valid template ({exc}); write fields as {{question}} and a literal brace as {{{{"
     if used - fields:
-        return f"unknown field {{{sorted(used - fields)[0]}}}; the fields are " + ", ".join(f"{{{f}}}" for f in sorted(fields))
+        return f"unknown field {{{sorted(used - fields)[0]}}}; the fields are " + ", ".join(
+            f"{{{f}}}" for f in sorted(fields)
+        )
     if required - used:
         return f"the template must use {{{sorted(required - used)[0]}}}"
     return None

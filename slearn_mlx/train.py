@@ -122,9 +122,7 @@ def add_lora_layers(model, config: TrainConfig) -> int:
 
     num_layers = min(config.num_layers, len(model.layers))
     model.freeze()
-    linear_to_lora_layers(
-        model, num_layers, {"rank": config.rank, "scale": config.scale, "dropout": config.dropout}
-    )
+    linear_to_lora_layers(model, num_layers, {"rank": config.rank, "scale": config.scale, "dropout": config.dropout})
     return num_layers
 
 
@@ -236,7 +234,9 @@ def train_adapters(
                 val_loss = _mean_loss(model, valid_set, batch_size, config.max_seq_length)
                 model.train()
             bar.set_postfix(loss=f"{train_loss:.3f}")
-            log.write(json.dumps({"epoch": epoch, "step": steps, "train_loss": train_loss, "val_loss": val_loss}) + "\n")
+            log.write(
+                json.dumps({"epoch": epoch, "step": steps, "train_loss": train_loss, "val_loss": val_loss}) + "\n"
+            )
             log.flush()
     model.eval()
 

@@ -43,7 +43,9 @@ def test_run_writes_every_stage_and_the_report(runner, tiny_model, qa_file, tmp_
 
 def test_stages_one_by_one_and_resume_after_truncation(runner, tiny_model, qa_file, tmp_path):
     out = str(tmp_path / "run")
-    assert "6 new" in invoke(runner, ["answer", "--data", str(qa_file), "--model", tiny_model, "--out", out, "--max-tokens", "4", "--quiet"])
+    assert "6 new" in invoke(
+        runner, ["answer", "--data", str(qa_file), "--model", tiny_model, "--out", out, "--max-tokens", "4", "--quiet"]
+    )
     answers = tmp_path / "run" / "answers.jsonl"
     lines = answers.read_text().splitlines(keepends=True)
     answers.write_text("".join(lines[:3]) + lines[3][:10])  # three whole lines and a torn one
@@ -56,7 +58,9 @@ def test_stages_one_by_one_and_resume_after_truncation(runner, tiny_model, qa_fi
     assert all(g["grader"] == "judge-verdict" and 0 <= g["score"] <= 1 for g in grades)
     assert "with exact" in invoke(runner, ["grade", "--out", out, "--grader", "exact", "--force", "--quiet"])
     assert invoke(runner, ["select", "--out", out]).startswith("selected")
-    assert invoke(runner, ["train", "--out", out, "--epochs", "1", "--num-layers", "1", "--quiet"]).startswith("trained")
+    assert invoke(runner, ["train", "--out", out, "--epochs", "1", "--num-layers", "1", "--quiet"]).startswith(
+        "trained"
+    )
     output = invoke(runner, ["evaluate", "--out", out, "--test", str(qa_file), "--quiet"])
     assert "base" in output and "adapted" in output
 
@@ -67,7 +71,9 @@ def test_stage_out_of_order_says_what_to_run(runner, tmp_path):
 
 
 def test_invalid_options_are_all_reported(runner, qa_file, tmp_path):
-    result = runner.invoke(cli, ["run", "--data", str(qa_file), "--out", str(tmp_path / "r"), "--epochs", "0", "--threshold", "2"])
+    result = runner.invoke(
+        cli, ["run", "--data", str(qa_file), "--out", str(tmp_path / "r"), "--epochs", "0", "--threshold", "2"]
+    )
     assert result.exit_code == 1
     assert "train.epochs" in result.output and "grade.threshold" in result.output
 
@@ -76,7 +82,10 @@ def test_yaml_config_is_applied_and_command_line_wins(runner, tiny_model, qa_fil
     config = tmp_path / "c.yaml"
     config.write_text(f"model: {tiny_model}\nanswer:\n  max_tokens: 3\n  batch_size: 2\n")
     out = tmp_path / "r"
-    invoke(runner, ["answer", "--data", str(qa_file), "--out", str(out), "--config", str(config), "--batch-size", "5", "--quiet"])
+    invoke(
+        runner,
+        ["answer", "--data", str(qa_file), "--out", str(out), "--config", str(config), "--batch-size", "5", "--quiet"],
+    )
     saved = json.loads((out / "config.json").read_text())
     assert {k: saved["answer"][k] for k in ("max_tokens", "batch_size", "temperature")} == {
         "max_tokens": 3, "batch_size": 5, "temperature": 0.0,
@@ -92,7 +101,10 @@ def test_nothing_wrong_means_nothing_to_train(runner, tiny_model, tmp_path):
 
     out = tmp_path / "r"
     data = write_jsonl(tmp_path / "d.jsonl", [{"question": "say anything", "answer": "x"}])
-    invoke(runner, ["answer", "--data", str(data), "--model", tiny_model, "--out", str(out), "--max-tokens", "2", "--quiet"])
+    invoke(
+        runner,
+        ["answer", "--data", str(data), "--model", tiny_model, "--out", str(out), "--max-tokens", "2", "--quiet"],
+    )
     # Threshold 0: the judge accepts every answer, so nothing is selected.
     invoke(runner, ["grade", "--out", str(out), "--threshold", "0", "--quiet"])
     assert "selected 0 of 1" in invoke(runner, ["select", "--out", str(out)])
@@ -166,7 +178,9 @@ def test_bad_templates_and_labels_are_one_line(runner, tiny_model, qa_file, tmp_
     result = runner.invoke(cli, ["grade", "--out", str(tmp_path / "r"), "--judge-template", str(bad)])
     assert result.exit_code == 1 and "must use {reference}" in result.output and result.output.count("\n") == 1
     out = str(tmp_path / "run")
-    invoke(runner, ["answer", "--data", str(qa_file), "--model", tiny_model, "--out", out, "--max-tokens", "2", "--quiet"])
+    invoke(
+        runner, ["answer", "--data", str(qa_file), "--model", tiny_model, "--out", out, "--max-tokens", "2", "--quiet"]
+    )
     labels = tmp_path / "labels.jsonl"
     labels.write_text('{"id": "x", "correct": "yes"}\n')
     result = runner.invoke(cli, ["grade", "--out", out, "--calibrate", "--labels", str(labels), "--quiet"])

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import write_jsonl
+
 from slearn_mlx.cli import cli
 from slearn_mlx.data import DataError, load_items
 
@@ -13,7 +13,13 @@ def test_every_format_reads_to_the_same_item(tmp_path):
     rows = [
         {"question": "Q?", "answer": "A"},
         {"prompt": "Q?", "completion": "A", "id": "p1"},
-        {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A"}]},
+        {
+            "messages": [
+                {"role": "system", "content": "s"},
+                {"role": "user", "content": "Q?"},
+                {"role": "assistant", "content": "A"},
+            ]
+        },
         {"instruction": "Q?", "input": "", "output": "A", "id": 7},
         {"instruction": "Translate", "input": "chat", "output": "cat", "id": "alp"},
         {"question": "Pick", "answer": "B. two", "options": "A. one\nB. two", "id": "mc1"},
@@ -47,13 +53,18 @@ BAD = [
     ('{"question": "q", "answer": "a"}\n{"question": "q2"}\n', 2, "answer", "missing"),
     ('{"question": 3, "answer": "a"}\n', 1, "question", "expected a string, got int"),
     ('{"question": "q", "answer": ""}\n', 1, "answer", "empty"),
-    ('{"question": "q", "answer": "a", "id": 1}\n\n{"question": "r", "answer": "b", "id": "1"}\n', 3, "id", "duplicate id"),
+    (
+        '{"question": "q", "answer": "a", "id": 1}\n\n{"question": "r", "answer": "b", "id": "1"}\n',
+        3,
+        "id",
+        "duplicate id",
+    ),
     ('{"question": "q", "answer": "a", "id": [1]}\n', 1, "id", "expected a string or an integer"),
     ('{"question": "q", "answer": "a", "options": 5}\n', 1, "options", "expected an object"),
     ('{"messages": [{"role": "user", "content": "q"}]}\n', 1, "messages", "last message"),
     ('{"messages": [{"role": "user"}, {"role": "assistant", "content": "a"}]}\n', 1, "messages[0].content", "missing"),
     ('{"text": "just text"}\n', 1, None, "no known fields"),
-    ('[1, 2]\n', 1, None, "expected a JSON object"),
+    ("[1, 2]\n", 1, None, "expected a JSON object"),
     ("", None, None, "no items"),
     ("\n\n", None, None, "no items"),
 ]

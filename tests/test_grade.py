@@ -46,7 +46,15 @@ def test_deterministic_graders(grader, answer, correct):
 
 @pytest.mark.parametrize(
     "answer, letter",
-    [("B", "B"), ("B. Jupiter", "B"), ("(B)", "B"), ("The answer is C", "C"), ("Jupiter", "B"), ("A. Jupiter", "B"), ("no idea", None)],
+    [
+        ("B", "B"),
+        ("B. Jupiter", "B"),
+        ("(B)", "B"),
+        ("The answer is C", "C"),
+        ("Jupiter", "B"),
+        ("A. Jupiter", "B"),
+        ("no idea", None),
+    ],
 )
 def test_option_letter(answer, letter):
     assert answer_letter(answer, MC.options) == letter
@@ -90,7 +98,9 @@ def test_hybrid_uses_the_judge_only_where_no_rule_is_decisive(tiny_loaded, tmp_p
     items = [ITEM, MC, QAItem("3", "2+2?", "4")]
     answers = {"1": Answer("1", "It is Paris.", 3), "2": Answer("2", "A. Mars", 2), "3": Answer("3", "four", 1)}
     out = tmp_path / "g.jsonl"
-    summary = grade_answers(items, answers, out, GradeConfig(grader="hybrid"), judge=Judge(*tiny_loaded), progress=False)
+    summary = grade_answers(
+        items, answers, out, GradeConfig(grader="hybrid"), judge=Judge(*tiny_loaded), progress=False
+    )
     grades = read_records(out, Grade)
     assert (grades["1"].grader, grades["1"].correct) == ("contains", True)
     assert (grades["2"].grader, grades["2"].correct) == ("option", False)

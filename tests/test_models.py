@@ -7,11 +7,11 @@ import json
 import mlx.core as mx
 import numpy as np
 import pytest
-
 from bpe_reference import encode as reference_encode
+from tiny import MERGES, vocabulary
+
 from slearn_mlx.cli import cli
 from slearn_mlx.models import import_gguf, load_model
-from tiny import MERGES, vocabulary
 
 STRINGS = ["Hello world", "the theory of 1234 things", "  spaced\tout\n", "naïve café 🙂", "Yes No yes"]
 

@@ -44,7 +44,14 @@ def test_training_lowers_the_loss_and_saves_mlx_lm_adapters(tiny_model, tmp_path
 def test_fewer_pairs_than_the_batch_size_still_train(tiny_model, tmp_path):
     model, tokenizer = load_model(tiny_model)
     write_train_dir(tmp_path / "train", 2)
-    summary = train_adapters(model, tokenizer, tmp_path / "train", tmp_path / "a", TrainConfig(epochs=2, batch_size=8, num_layers=1), progress=False)
+    summary = train_adapters(
+        model,
+        tokenizer,
+        tmp_path / "train",
+        tmp_path / "a",
+        TrainConfig(epochs=2, batch_size=8, num_layers=1),
+        progress=False,
+    )
     assert summary.steps == 2 and (tmp_path / "a" / "adapters.safetensors").exists()
 
 
@@ -70,10 +77,30 @@ def test_batches_cover_every_example_each_epoch():
 def test_mlx_lm_tools_take_the_adapters(tiny_model, tmp_path, tool):
     model, tokenizer = load_model(tiny_model)
     write_train_dir(tmp_path / "train", 3)
-    train_adapters(model, tokenizer, tmp_path / "train", tmp_path / "adapters", TrainConfig(epochs=1, num_layers=2), progress=False)
+    train_adapters(
+        model, tokenizer, tmp_path / "train", tmp_path / "adapters", TrainConfig(epochs=1, num_layers=2), progress=False
+    )
     args = {
-        "fuse": ["fuse", "--model", tiny_model, "--adapter-path", str(tmp_path / "adapters"), "--save-path", str(tmp_path / "fused")],
-        "generate": ["generate", "--model", tiny_model, "--adapter-path", str(tmp_path / "adapters"), "--prompt", "hi", "--max-tokens", "3"],
+        "fuse": [
+            "fuse",
+            "--model",
+            tiny_model,
+            "--adapter-path",
+            str(tmp_path / "adapters"),
+            "--save-path",
+            str(tmp_path / "fused"),
+        ],
+        "generate": [
+            "generate",
+            "--model",
+            tiny_model,
+            "--adapter-path",
+            str(tmp_path / "adapters"),
+            "--prompt",
+            "hi",
+            "--max-tokens",
+            "3",
+        ],
     }[tool]
     result = subprocess.run([sys.executable, "-m", "mlx_lm", *args], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

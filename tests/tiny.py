@@ -116,7 +116,9 @@ def write_tiny_gguf(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
         "tokenizer.ggml.pre": "smollm",
         "tokenizer.ggml.tokens": tokens,
         "tokenizer.ggml.merges": MERGES,
-        "tokenizer.ggml.token_type": mx.array([3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS)), dtype=mx.int32),
+        "tokenizer.ggml.token_type": mx.array(
+            [3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS)), dtype=mx.int32
+        ),
         "tokenizer.ggml.bos_token_id": u32(1),
         "tokenizer.ggml.eos_token_id": u32(2),
         "tokenizer.ggml.padding_token_id": u32(2),

@@ -52,8 +52,14 @@ def read_items() -> list[dict]:
             # "All of the above" style options stop meaning anything once reordered.
             if any(re.search(r"\b(all|none|both) of the above\b|\babove\b", t, re.I) for t in options.values()):
                 continue
-            items.append({"id": f"medmcqa-{subject.lower()}-{line_no}", "question": question,
-                          "options": options, "answer": letter})
+            items.append(
+                {
+                    "id": f"medmcqa-{subject.lower()}-{line_no}",
+                    "question": question,
+                    "options": options,
+                    "answer": letter,
+                }
+            )
     return items
 
 
