@@ -38,75 +38,64 @@ def _options(*decorators):
     return apply
 
 
+def _setting(flag: str, key: str, kind, help: str):
+    """An option that overrides the configuration field `key` ("stage__field") when it is given."""
+    return click.option(flag, key, type=kind, default=None, help=help)
+
+
+FILE = click.Path(dir_okay=False)
 OUT = click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
-MODEL = click.option(
-    "--model",
-    default=None,
-    help="mlx-lm model: Hugging Face id or local directory [default: the embedded SmolLM2-135M-Instruct].",
-)
-CONFIG = click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="YAML file of options (command-line options win).",
-)
 FORCE = click.option("--force", is_flag=True, help="Recompute instead of resuming.")
 QUIET = click.option("--quiet", is_flag=True, help="No progress bars.")
-DATA = click.option("--data", type=click.Path(resolve_path=True), default=None, help="Training QA file (JSONL).")
-TEST = click.option(
-    "--test", type=click.Path(resolve_path=True), default=None, help="Held-out QA file (JSONL) for evaluation."
+CONFIG = click.option("--config", "config_file", type=FILE, help="YAML file of options (command-line options win).")
+MODEL = _setting(
+    "--model", "model", str, "mlx-lm model: Hugging Face id or local directory [the embedded SmolLM2-135M-Instruct]."
 )
-MAX_TOKENS = click.option(
-    "--max-tokens", "answer__max_tokens", type=int, default=None, help="Most tokens per answer [64]."
+DATA = _setting("--data", "data", click.Path(resolve_path=True), "Training QA file (JSONL).")
+TEST = _setting("--test", "test", click.Path(resolve_path=True), "Held-out QA file (JSONL) for evaluation.")
+MAX_TOKENS = _setting("--max-tokens", "answer__max_tokens", int, "Most tokens per answer [64].")
+TEMPERATURE = _setting("--temperature", "answer__temperature", float, "Sampling temperature; 0 is greedy [0].")
+TEMPLATE = _setting("--template", "answer__template", FILE, "File with the question prompt: field {question}.")
+MCQ_TEMPLATE = _setting(
+    "--mcq-template",
+    "answer__mcq_template",
+    FILE,
+    "File with the multiple-choice prompt: fields {question}, {options}.",
 )
-TEMPERATURE = click.option(
-    "--temperature", "answer__temperature", type=float, default=None, help="Sampling temperature; 0 is greedy [0]."
-)
-GRADER = click.option(
+GRADER = _setting(
     "--grader",
     "grade__grader",
-    type=click.Choice(["judge", "exact", "contains", "f1", "option", "hybrid"]),
-    default=None,
-    help="judge: a model grades the answers; exact/contains/f1/option: deterministic; hybrid: deterministic where decisive, the judge for the rest [judge].",
+    click.Choice(["judge", "exact", "contains", "f1", "option", "hybrid"]),
+    "judge: a model grades the answers; exact/contains/f1/option: deterministic; "
+    "hybrid: deterministic where decisive, the judge for the rest [judge].",
 )
-JUDGE_MODE = click.option(
+JUDGE_MODE = _setting(
     "--judge-mode",
     "grade__judge_mode",
-    type=click.Choice(["verdict", "cot", "score"]),
-    default=None,
-    help="verdict: P(Yes) as the next token; cot: a short justification, then P(Yes); score: expected 0-9 score [verdict].",
+    click.Choice(["verdict", "cot", "score"]),
+    "verdict: P(Yes) as the next token; cot: a short justification, then P(Yes); score: expected 0-9 score [verdict].",
 )
-JUDGE_MODEL = click.option(
+JUDGE_MODEL = _setting(
     "--judge-model",
     "grade__judge_model",
-    default=None,
-    help="A separate judge model (Hugging Face id or directory) [the run's model judges itself].",
+    str,
+    "A separate judge model (Hugging Face id or directory) [the run's model judges itself].",
 )
-JUDGE_TEMPLATE = click.option(
+JUDGE_TEMPLATE = _setting(
     "--judge-template",
     "grade__judge_template",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="File with the judge's prompt: fields {question}, {reference}, {answer}.",
+    FILE,
+    "File with the judge's prompt: fields {question}, {reference}, {answer}.",
 )
-THRESHOLD = click.option(
-    "--threshold",
-    "grade__threshold",
-    type=float,
-    default=None,
-    help="Judge score needed to count as correct; --calibrate fits it [0.5].",
+THRESHOLD = _setting(
+    "--threshold", "grade__threshold", float, "Judge score needed to count as correct; --calibrate fits it [0.5]."
 )
-F1_THRESHOLD = click.option(
-    "--f1-threshold",
-    "grade__f1_threshold",
-    type=float,
-    default=None,
-    help="Token F1 needed to count as correct with the f1 grader [0.5].",
+F1_THRESHOLD = _setting(
+    "--f1-threshold", "grade__f1_threshold", float, "Token F1 needed to count as correct with the f1 grader [0.5]."
 )
+GRADE_OPTIONS = _options(GRADER, JUDGE_MODE, JUDGE_MODEL, JUDGE_TEMPLATE, THRESHOLD, F1_THRESHOLD)
 CALIBRATE = click.option(
     "--calibrate",
-    "calibrate",
     is_flag=True,
     help="Fit the judge's threshold on labelled answers (see --labels) and keep it for the run.",
 )
@@ -114,38 +103,16 @@ LABELS = click.option(
     "--labels",
     default="auto",
     show_default=True,
-    help="Trusted labels for --calibrate: auto (option/contains where decisive), exact, contains, f1, option, or a JSONL file of {id, correct}.",
+    help="Trusted labels for --calibrate: auto (option/contains where decisive), exact, contains, f1, option, "
+    "or a JSONL file of {id, correct}.",
 )
-GRADE_OPTIONS = _options(GRADER, JUDGE_MODE, JUDGE_MODEL, JUDGE_TEMPLATE, THRESHOLD, F1_THRESHOLD)
-TEMPLATE = click.option(
-    "--template",
-    "answer__template",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="File with the question prompt: field {question}.",
+VALID_FRACTION = _setting(
+    "--valid-fraction", "select__valid_fraction", float, "Share of selected pairs copied to valid.jsonl [0.1]."
 )
-MCQ_TEMPLATE = click.option(
-    "--mcq-template",
-    "answer__mcq_template",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="File with the multiple-choice prompt: fields {question}, {options}.",
-)
-VALID_FRACTION = click.option(
-    "--valid-fraction",
-    "select__valid_fraction",
-    type=float,
-    default=None,
-    help="Share of selected pairs copied to valid.jsonl [0.1].",
-)
-EPOCHS = click.option("--epochs", "train__epochs", type=int, default=None, help="Passes over the selected pairs [3].")
-LEARNING_RATE = click.option(
-    "--learning-rate", "train__learning_rate", type=float, default=None, help="Adam learning rate [2e-4]."
-)
-RANK = click.option("--rank", "train__rank", type=int, default=None, help="LoRA rank [8].")
-NUM_LAYERS = click.option(
-    "--num-layers", "train__num_layers", type=int, default=None, help="Blocks with LoRA, from the top [16]."
-)
+EPOCHS = _setting("--epochs", "train__epochs", int, "Passes over the selected pairs [3].")
+LEARNING_RATE = _setting("--learning-rate", "train__learning_rate", float, "Adam learning rate [2e-4].")
+RANK = _setting("--rank", "train__rank", int, "LoRA rank [8].")
+NUM_LAYERS = _setting("--num-layers", "train__num_layers", int, "Blocks with LoRA, from the top [16].")
 TRAIN_OPTIONS = _options(EPOCHS, LEARNING_RATE, RANK, NUM_LAYERS)
 
 
@@ -194,7 +161,7 @@ def cli():
 
 @cli.command()
 @_options(DATA, OUT, MODEL, CONFIG, MAX_TOKENS, TEMPERATURE, TEMPLATE, MCQ_TEMPLATE, FORCE, QUIET)
-@click.option("--batch-size", "answer__batch_size", type=int, default=None, help="Prompts generated together [16].")
+@_setting("--batch-size", "answer__batch_size", int, "Prompts generated together [16].")
 @user_errors
 def answer(out, config_file, force, quiet, **overrides):
     """Stage 1: the model answers every question of --data.
@@ -209,7 +176,7 @@ def answer(out, config_file, force, quiet, **overrides):
 @cli.command()
 @_options(OUT, MODEL, CONFIG, GRADE_OPTIONS, CALIBRATE, LABELS, FORCE, QUIET)
 @click.option("--show", type=int, default=0, help="Print N graded items (a random sample) side by side.")
-@click.option("--batch-size", "grade__batch_size", type=int, default=None, help="Judge prompts scored together [16].")
+@_setting("--batch-size", "grade__batch_size", int, "Judge prompts scored together [16].")
 @user_errors
 def grade(out, config_file, force, quiet, calibrate, labels, show, **overrides):
     """Stage 2: grade the answers against the references.
@@ -246,7 +213,7 @@ def select(out, config_file, **overrides):
 
 @cli.command()
 @_options(OUT, MODEL, CONFIG, TRAIN_OPTIONS, FORCE, QUIET)
-@click.option("--batch-size", "train__batch_size", type=int, default=None, help="Pairs per step [4].")
+@_setting("--batch-size", "train__batch_size", int, "Pairs per step [4].")
 @user_errors
 def train(out, config_file, force, quiet, **overrides):
     """Stage 4: LoRA fine-tune on the selected pairs; adapters in mlx-lm's format.
@@ -288,10 +255,8 @@ def evaluate(out, config_file, force, quiet, **overrides):
     TRAIN_OPTIONS,
 )
 @_options(CALIBRATE, LABELS)
-@click.option(
-    "--answer-batch-size", "answer__batch_size", type=int, default=None, help="Prompts generated together [16]."
-)
-@click.option("--batch-size", "train__batch_size", type=int, default=None, help="Training pairs per step [4].")
+@_setting("--answer-batch-size", "answer__batch_size", int, "Prompts generated together [16].")
+@_setting("--batch-size", "train__batch_size", int, "Training pairs per step [4].")
 @_options(FORCE, QUIET)
 @user_errors
 def run(out, config_file, force, quiet, calibrate, labels, **overrides):
