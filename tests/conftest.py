@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from tiny import write_tiny_gguf
 
 import slearn_mlx  # noqa: F401  (loads OpenBLAS before mlx, as the command does)
 from slearn_mlx.models import import_gguf
+
+from tiny import write_tiny_gguf
 
 QA = [
     {"question": "What is the capital of France?", "answer": "Paris"},

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import json
+import os
+import sys
 
 import mlx.core as mx
 import numpy as np
 import pytest
-from bpe_reference import encode as reference_encode
-from tiny import MERGES, vocabulary
 
 from slearn_mlx.cli import cli
 from slearn_mlx.models import import_gguf, load_model
+
+from bpe_reference import encode as reference_encode
+from tiny import MERGES, vocabulary
 
 STRINGS = ["Hello world", "the theory of 1234 things", "  spaced\tout\n", "naïve café 🙂", "Yes No yes"]
 
@@ -19,6 +23,7 @@ STRINGS = ["Hello world", "the theory of 1234 things", "  spaced\tout\n", "naïv
 def test_import_undoes_llama_cpp_permutation(tiny_gguf, tiny_model):
     """The imported model computes what a model built from the original HF-layout weights computes."""
     from mlx_lm.models.llama import Model, ModelArgs
+
     from tiny import hf_weights
 
     config = json.loads(open(f"{tiny_model}/config.json").read())
@@ -87,3 +92,15 @@ def test_info_reports_blas_and_versions(runner):
 def test_unknown_model_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a local directory"):
         load_model(str(tmp_path / "no-such-model"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="OpenBLAS preload is Linux-only")
+def test_openblas_is_loaded_before_mlx_when_installed():
+    """slearn_mlx must be imported before mlx everywhere (the tests too), or matmuls run ~20x slower."""
+    from slearn_mlx import _blas
+
+    installed = any(os.path.exists(p) for p in _blas._CANDIDATES) or ctypes.util.find_library("openblas")
+    if not installed:
+        pytest.skip("no OpenBLAS on this machine")
+    assert _blas.loaded_path is not None, _blas.skipped_reason
+    assert any("openblas" in name for name in _blas.blas_libraries_mapped())

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlx.core as mx
 import numpy as np
+
+# isort: off
+import slearn_mlx  # noqa: F401  (before mlx: loads OpenBLAS, as the command does)
+import mlx.core as mx
+
+# isort: on
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
