@@ -30,7 +30,7 @@ from slearn_mlx.grade import (
 from slearn_mlx.judge import Judge
 from slearn_mlx.models import environment_info, load_model, resolve_model
 from slearn_mlx.records import Answer, Grade, QAItem
-from slearn_mlx.runs import RunDir, load_run_items, read_json, read_records, save_items, update_report
+from slearn_mlx.runs import RunDir, load_run_items, lock_run, read_json, read_records, save_items, update_report
 from slearn_mlx.select import SelectSummary, select_unknown
 from slearn_mlx.train import ADAPTER_CONFIG, ADAPTER_FILE, TrainSummary, file_sha1, train_adapters
 
@@ -90,6 +90,9 @@ def _outputs(run: RunDir, stage: str) -> list[Path]:
 
 def clear_stage(run: RunDir, stage: str) -> None:
     """Delete a stage's outputs so it recomputes (`--force`)."""
+    if not run.root.exists():
+        return
+    lock_run(run)
     for path in _outputs(run, stage):
         if path.is_dir():
             shutil.rmtree(path)
@@ -102,8 +105,8 @@ def _record(run: RunDir, stage: str, summary, **totals) -> None:
 
 
 def _begin(run: RunDir, config: RunConfig) -> None:
-    """Save the config and the environment; called once inputs and model are known to be good."""
-    run.root.mkdir(parents=True, exist_ok=True)
+    """Hold the run, save the config and the environment; called once inputs and model are known to be good."""
+    lock_run(run)
     save_config(run, config)
     update_report(run, model=resolve_model(config.model), environment=environment_info())
 
@@ -146,6 +149,7 @@ def stage_calibrate(run: RunDir, config: RunConfig, labels: str) -> tuple[Calibr
     items = load_run_items(run)
     answers = read_records(run.require(run.answers, "answer"), Answer)
     run.require(run.grades, "grade")
+    lock_run(run)
     if labels == "auto" or labels in DETERMINISTIC:
         trusted = deterministic_labels(labels, items, answers)
     else:
@@ -171,6 +175,7 @@ def audit(run: RunDir, n: int, seed: int = 0) -> str:
 def stage_select(run: RunDir, config: RunConfig, *, progress: bool = True) -> SelectSummary:
     items = load_run_items(run)
     grades = read_records(run.require(run.grades, "grade"), Grade)
+    lock_run(run)
     save_config(run, config)
     summary = select_unknown(items, grades, run.train_dir, config.select, config.answer)
     _record(run, "select", summary, n_selected=summary.n_selected)
@@ -228,7 +233,7 @@ def run_pipeline(
     if force:
         for stage in STAGES:
             clear_stage(run, stage)
-        run.report.unlink(missing_ok=True)
+        run.report.unlink(missing_ok=True)  # clear_stage holds the run by now
     models = SharedModel(config.model)
     start = time.perf_counter()
     echo(str(stage_answer(run, config, models, progress=progress)))

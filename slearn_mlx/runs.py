@@ -13,10 +13,12 @@ flushed line by line, plus whole-file outputs written atomically (temp + rename)
     adapters/             stage 4: LoRA adapters in mlx-lm's format
     eval/                 stage 5: answers and grades on the test file, base and adapted
     report.json           what happened, per stage
+    .lock                 held (flock) by the process working in the directory
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -52,6 +54,37 @@ class RunDir:
         if not path.exists():
             raise FileNotFoundError(f"{path.name} not found in {self.root}; run `slearn {stage}` first")
         return path
+
+
+class RunInUse(OSError):
+    """Another process holds the run directory."""
+
+
+_held_locks: dict[Path, int] = {}
+
+
+def lock_run(run: RunDir) -> None:
+    """Hold the run directory for this process until it exits; refuse if another process holds it.
+
+    An exclusive flock on RUN/.lock: the operating system releases it when the
+    holder exits, however it exits, so a killed run never leaves a stale lock.
+    """
+    root = run.root.resolve()
+    if root in _held_locks:
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise RunInUse(
+            f"{run.root} is in use by another slearn process (pid {holder}); wait for it to finish or use another --out"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _held_locks[root] = fd
 
 
 @contextmanager

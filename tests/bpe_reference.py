@@ -7,6 +7,7 @@ tokenizer must agree with.
 from __future__ import annotations
 
 import regex
+
 from tiny import bytes_to_unicode
 
 # GPT-2's pre-tokenizer pattern; llama.cpp's "smollm" splits every digit first.

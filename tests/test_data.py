@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from conftest import write_jsonl
 
 from slearn_mlx.cli import cli
 from slearn_mlx.data import DataError, load_items
+
+from conftest import write_jsonl
 
 
 def test_every_format_reads_to_the_same_item(tmp_path):

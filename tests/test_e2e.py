@@ -10,12 +10,13 @@ from pathlib import Path
 
 import mlx.core as mx
 import pytest
-from bpe_reference import encode as reference_encode
 
 import slearn_mlx
 from slearn_mlx.answer import encode_chat
 from slearn_mlx.cli import cli
 from slearn_mlx.models import default_model_path, download_default_gguf, import_gguf, load_model
+
+from bpe_reference import encode as reference_encode
 
 pytestmark = pytest.mark.slow
 
@@ -75,6 +76,7 @@ def test_4bit_import_is_lossless_and_trains_as_qlora(default_gguf, tmp_path):
 
 def test_slearn_run_on_the_default_model(default_model, tmp_path):
     from click.testing import CliRunner
+
     from conftest import write_jsonl
 
     train_rows = [json.loads(l) for l in (DEMO / "train.jsonl").read_text().splitlines()[:8]]
