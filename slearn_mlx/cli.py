@@ -8,6 +8,8 @@ import sys
 import click
 
 from slearn_mlx import __version__, prompts
+from slearn_mlx.grade import GRADERS
+from slearn_mlx.judge import JUDGE_MODES
 
 # Only user-facing mistakes become one-line errors; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, OSError)
@@ -65,14 +67,14 @@ MCQ_TEMPLATE = _setting(
 GRADER = _setting(
     "--grader",
     "grade__grader",
-    click.Choice(["judge", "exact", "contains", "f1", "option", "hybrid"]),
+    click.Choice(GRADERS),
     "judge: a model grades the answers; exact/contains/f1/option: deterministic; "
     "hybrid: deterministic where decisive, the judge for the rest [judge].",
 )
 JUDGE_MODE = _setting(
     "--judge-mode",
     "grade__judge_mode",
-    click.Choice(["verdict", "cot", "score"]),
+    click.Choice(JUDGE_MODES),
     "verdict: P(Yes) as the next token; cot: a short justification, then P(Yes); score: expected 0-9 score [verdict].",
 )
 JUDGE_MODEL = _setting(
