@@ -293,7 +293,7 @@ def audit_sample(
         lines = [
             f"[{item.id}] {verdict} by {grade.grader} (score {grade.score:.3f})",
             f"  question : {_one_line(item.question)}",
-            f"  reference: {_one_line(item.reference)}",
+            f"  reference: {_one_line(item.reference_text)}",
             f"  answer   : {_one_line(answers[item.id].text)}",
         ]
         if grade.justification:

@@ -28,12 +28,10 @@ DIGITS = tuple(str(d) for d in range(10))
 
 
 def judge_prompt(template: str, item: QAItem, answer: str) -> str:
-    question, reference = item.question, item.reference
+    question = item.question
     if item.options:
         question = f"{question}\n{render_options(item.options)}"
-        if item.reference_letter:
-            reference = f"{item.reference_letter}. {item.options[item.reference_letter]}"
-    return template.format(question=question, reference=reference, answer=answer)
+    return template.format(question=question, reference=item.reference_text, answer=answer)
 
 
 def _word_ids(tokenizer, words: tuple[str, ...]) -> list[int]:

@@ -47,6 +47,12 @@ class QAItem(Record):
                 return letter
         return None
 
+    @property
+    def reference_text(self) -> str:
+        """The reference as a person reads it: for multiple choice, the letter and the option's text."""
+        letter = self.reference_letter
+        return f"{letter}. {self.options[letter]}" if letter else self.reference
+
 
 @dataclass(frozen=True)
 class Answer(Record):

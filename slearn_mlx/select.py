@@ -43,21 +43,13 @@ class SelectSummary:
         )
 
 
-def training_target(item: QAItem) -> str:
-    """What the model should have said: for multiple choice, the letter and the option text."""
-    letter = item.reference_letter
-    if letter:
-        return f"{letter}. {item.options[letter]}"
-    return item.reference
-
-
 def chat_example(item: QAItem, answer_config: AnswerConfig = AnswerConfig()) -> dict:
     """One training pair: the prompt exactly as the model was asked, and the reference answer."""
     return {
         "id": item.id,
         "messages": [
             {"role": "user", "content": question_text(item, answer_config)},
-            {"role": "assistant", "content": training_target(item)},
+            {"role": "assistant", "content": item.reference_text},
         ],
     }
 
