@@ -8,7 +8,6 @@ at the current threshold and at the threshold that maximises agreement.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,15 +21,6 @@ class Agreement:
     agreement: float  # share of answers where judge and label agree
     precision_wrong: float | None  # of the answers the judge calls wrong, the share that are wrong
     recall_wrong: float | None  # of the wrong answers, the share the judge calls wrong
-
-    def __str__(self) -> str:
-        def pct(x):
-            return "n/a" if x is None else f"{100 * x:.1f}%"
-
-        return (
-            f"threshold {self.threshold:.3f}: agreement {pct(self.agreement)}, "
-            f"wrong precision {pct(self.precision_wrong)}, recall {pct(self.recall_wrong)}"
-        )
 
 
 @dataclass(frozen=True)
@@ -117,7 +107,3 @@ def save_calibration(path: Path, calibration: Calibration) -> None:
     from slearn_mlx.runs import write_json_atomic
 
     write_json_atomic(path, calibration.to_json())
-
-
-def load_calibration(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None

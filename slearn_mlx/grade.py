@@ -142,6 +142,10 @@ def answer_letter(text: str, options: dict[str, str]) -> str | None:
     return None
 
 
+def _not_multiple_choice(item: QAItem) -> ValueError:
+    return ValueError(f"item {item.id}: the option grader needs multiple-choice items whose answer names an option")
+
+
 def grade_deterministic(grader: str, item: QAItem, answer: str, f1_threshold: float = 0.5) -> tuple[bool, float]:
     """(correct, score) from a deterministic grader."""
     if grader == "exact":
@@ -155,9 +159,7 @@ def grade_deterministic(grader: str, item: QAItem, answer: str, f1_threshold: fl
         return score >= f1_threshold, score
     if grader == "option":
         if item.reference_letter is None:
-            raise ValueError(
-                f"item {item.id}: the option grader needs multiple-choice items whose answer names an option"
-            )
+            raise _not_multiple_choice(item)
         ok = answer_letter(answer, item.options) == item.reference_letter
         return ok, float(ok)
     raise ValueError(f"unknown grader {grader!r}; choose one of {', '.join(DETERMINISTIC)}")
@@ -216,9 +218,7 @@ def grade_answers(
     if config.grader == "option":
         unusable = next((item for item in items if item.reference_letter is None), None)
         if unusable is not None:
-            raise ValueError(
-                f"item {unusable.id}: the option grader needs multiple-choice items whose answer names an option"
-            )
+            raise _not_multiple_choice(unusable)
     done = read_records(out_path, Grade)
     todo = [item for item in items if item.id not in done]
 

@@ -194,6 +194,6 @@ def save_items(run: RunDir, items: list[QAItem]) -> None:
     write_jsonl_atomic(run.items, (item.to_json() for item in items))
 
 
-def load_run_items(run: RunDir, path: Path | None = None) -> list[QAItem]:
-    path = path or run.require(run.items, "answer")
-    return list(read_records(path, QAItem, repair=False).values())
+def load_run_items(run: RunDir) -> list[QAItem]:
+    """The run's training items, as the answer stage saved them."""
+    return list(read_records(run.require(run.items, "answer"), QAItem, repair=False).values())
