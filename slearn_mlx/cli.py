@@ -115,7 +115,10 @@ EPOCHS = _setting("--epochs", "train__epochs", int, "Passes over the selected pa
 LEARNING_RATE = _setting("--learning-rate", "train__learning_rate", float, "Adam learning rate [2e-4].")
 RANK = _setting("--rank", "train__rank", int, "LoRA rank [8].")
 NUM_LAYERS = _setting("--num-layers", "train__num_layers", int, "Blocks with LoRA, from the top [16].")
-TRAIN_OPTIONS = _options(EPOCHS, LEARNING_RATE, RANK, NUM_LAYERS)
+PATIENCE = _setting(
+    "--patience", "train__patience", int, "Stop after this many epochs without a lower validation loss; 0: never [0]."
+)
+TRAIN_OPTIONS = _options(EPOCHS, LEARNING_RATE, RANK, NUM_LAYERS, PATIENCE)
 
 
 # Template options name files; the configuration keeps the templates' text: (fields, required fields).

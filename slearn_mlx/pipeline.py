@@ -32,7 +32,7 @@ from slearn_mlx.models import environment_info, load_model, resolve_model
 from slearn_mlx.records import Answer, Grade, QAItem
 from slearn_mlx.runs import RunDir, load_run_items, lock_run, read_json, read_records, save_items, update_report
 from slearn_mlx.select import SelectSummary, select_unknown
-from slearn_mlx.train import ADAPTER_CONFIG, ADAPTER_FILE, TrainSummary, file_sha1, train_adapters
+from slearn_mlx.train import ADAPTER_CONFIG, ADAPTER_FILE, CHECKPOINT_FILE, TrainSummary, file_sha1, train_adapters
 
 STAGES = ("answer", "grade", "select", "train", "evaluate")
 
@@ -83,7 +83,7 @@ def _outputs(run: RunDir, stage: str) -> list[Path]:
         "answer": [run.answers],
         "grade": [run.grades, run.calibration],
         "select": [run.train_dir / "train.jsonl", run.train_dir / "valid.jsonl"],
-        "train": [run.adapters, run.train_dir / "losses.jsonl"],
+        "train": [run.adapters, run.train_dir / "losses.jsonl", run.train_dir / CHECKPOINT_FILE],
         "evaluate": [run.eval_dir],
     }[stage]
 
@@ -188,8 +188,10 @@ def stage_train(run: RunDir, config: RunConfig, models: SharedModel, *, progress
         trained_on = read_json(run.adapters / ADAPTER_CONFIG).get("data_sha1")
         if trained_on == file_sha1(train_file):
             return TrainSummary.skip(f"adapters already trained in {run.adapters}; --force retrains")
-    # New or changed selection: older adapters and what was evaluated with them are stale.
-    clear_stage(run, "train")
+    # New or changed selection: older adapters and what was evaluated with them are stale. A checkpoint
+    # stays: train_adapters resumes it only if it comes from this very training (same data and config).
+    lock_run(run)
+    shutil.rmtree(run.adapters, ignore_errors=True)
     for stale in run.eval_dir.glob("adapted_*.jsonl"):
         stale.unlink()
     model, tokenizer = models.get()

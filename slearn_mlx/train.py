@@ -16,17 +16,18 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from slearn_mlx.progress import progress_bar
-from slearn_mlx.runs import write_json_atomic
+from slearn_mlx.runs import write_json_atomic, write_jsonl_atomic
 
 ADAPTER_FILE = "adapters.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
+CHECKPOINT_FILE = "checkpoint.safetensors"
 
 
 @dataclass
@@ -40,12 +41,16 @@ class TrainConfig:
     dropout: float = 0.0  # LoRA dropout
     max_seq_length: int = 1024  # longer examples are truncated
     seed: int = 0  # batch order
+    patience: int = 0  # stop after this many epochs without a lower validation loss; 0 never stops early
+    checkpoint_every: int = 10  # steps between checkpoints (one is also written at every epoch's end)
 
     def problems(self) -> list[str]:
         out = []
-        for name in ("epochs", "batch_size", "rank", "num_layers", "max_seq_length"):
+        for name in ("epochs", "batch_size", "rank", "num_layers", "max_seq_length", "checkpoint_every"):
             if getattr(self, name) < 1:
                 out.append(f"train.{name} must be at least 1")
+        if self.patience < 0:
+            out.append("train.patience must not be negative")
         if self.learning_rate <= 0:
             out.append("train.learning_rate must be positive")
         if not 0.0 <= self.dropout < 1.0:
@@ -62,7 +67,9 @@ class TrainSummary:
     n_seq_tokens: int  # every token that went through the model (prompts and answers)
     seconds: float
     train_loss: float | None
-    val_loss: float | None
+    val_loss: float | None  # of the adapters kept: the best epoch's when there is a validation set
+    best_epoch: int | None = None
+    resumed_at_step: int = 0  # 0 when training started from scratch
     skipped: str | None = None
 
     @classmethod
@@ -74,9 +81,10 @@ class TrainSummary:
         if self.skipped:
             return self.skipped
         rate = self.n_seq_tokens / self.seconds if self.seconds else 0.0
-        val = f", valid loss {self.val_loss:.3f}" if self.val_loss is not None else ""
+        val = f", valid loss {self.val_loss:.3f} (epoch {self.best_epoch} kept)" if self.val_loss is not None else ""
+        resumed = f", resumed at step {self.resumed_at_step}" if self.resumed_at_step else ""
         return (
-            f"trained on {self.n_examples} pairs: {self.epochs} epochs, {self.steps} steps, "
+            f"trained on {self.n_examples} pairs: {self.epochs} epochs, {self.steps} steps{resumed}, "
             f"train loss {self.train_loss:.3f}{val}, in {self.seconds:.1f} s ({rate:.0f} tok/s)"
         )
 
@@ -88,32 +96,42 @@ def read_chat_rows(path: Path) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def iterate_batches(dataset, batch_size: int, max_seq_length: int, rng: np.random.Generator | None = None):
-    """Every example once, in batches of at most `batch_size`, as (tokens, [offset, length]) pairs.
+def batch_order(dataset, batch_size: int, rng: np.random.Generator | None = None) -> list[list[int]]:
+    """Every example once, in batches of at most `batch_size`, as lists of indices.
 
     Shuffled when `rng` is given; examples of similar length share a batch so
-    padding stays small. Sequences are padded to a multiple of 32 so the
-    compiled step sees few distinct shapes.
+    padding stays small.
     """
-    import mlx.core as mx
-
     order = rng.permutation(len(dataset)) if rng is not None else np.arange(len(dataset))
     window = batch_size * 8
     batches = []
     for w in range(0, len(order), window):
         chunk = sorted(order[w : w + window], key=lambda i: len(dataset[i][0]))
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        batches += [[int(i) for i in chunk[j : j + batch_size]] for j in range(0, len(chunk), batch_size)]
     if rng is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
-    for batch in batches:
-        examples = [dataset[i] for i in batch]
-        lengths = [min(len(tokens), max_seq_length) for tokens, _ in examples]
-        width = min(32 * math.ceil((max(lengths) + 1) / 32), max_seq_length)
-        array = np.zeros((len(batch), width), np.int32)
-        for row, ((tokens, _), n) in enumerate(zip(examples, lengths)):
-            array[row, :n] = tokens[:n]
-        bounds = [(offset, n) for (_, offset), n in zip(examples, lengths)]
-        yield mx.array(array), mx.array(bounds)
+    return batches
+
+
+def make_batch(dataset, indices: list[int], max_seq_length: int):
+    """(tokens, [offset, length]) for the examples at `indices`, padded to a multiple of 32
+    so the compiled step sees few distinct shapes."""
+    import mlx.core as mx
+
+    examples = [dataset[i] for i in indices]
+    lengths = [min(len(tokens), max_seq_length) for tokens, _ in examples]
+    width = min(32 * math.ceil((max(lengths) + 1) / 32), max_seq_length)
+    array = np.zeros((len(indices), width), np.int32)
+    for row, ((tokens, _), n) in enumerate(zip(examples, lengths)):
+        array[row, :n] = tokens[:n]
+    bounds = [(offset, n) for (_, offset), n in zip(examples, lengths)]
+    return mx.array(array), mx.array(bounds)
+
+
+def iterate_batches(dataset, batch_size: int, max_seq_length: int, rng: np.random.Generator | None = None):
+    """Every example once, batched (see `batch_order`), as (tokens, [offset, length]) pairs."""
+    for indices in batch_order(dataset, batch_size, rng):
+        yield make_batch(dataset, indices, max_seq_length)
 
 
 def add_lora_layers(model, config: TrainConfig) -> int:
@@ -149,7 +167,8 @@ def adapter_config(config: TrainConfig, num_layers: int, model_name: str | None,
     }
 
 
-def _mean_loss(model, dataset, batch_size: int, max_seq_length: int) -> float:
+def mean_loss(model, dataset, batch_size: int, max_seq_length: int) -> float:
+    """Mean loss per answer token over a dataset, without training."""
     import mlx.core as mx
     from mlx_lm.tuner.trainer import default_loss
 
@@ -161,6 +180,74 @@ def _mean_loss(model, dataset, batch_size: int, max_seq_length: int) -> float:
     return (total / count).item()
 
 
+@dataclass
+class TrainState:
+    """Where training stands. Saved with the weights in every checkpoint, so a killed
+    run continues at the same batch of the same epoch with the same optimizer state."""
+
+    key: str  # what is trained on and how; a checkpoint resumes only the training it came from
+    epoch: int = 1  # the epoch in progress (epochs + 1 once all are done)
+    batch: int = 0  # batches of that epoch done
+    step: int = 0  # optimizer steps done
+    epoch_loss: float = 0.0  # sum over this epoch's batches of loss x answer tokens
+    epoch_tokens: int = 0
+    n_tokens: int = 0  # answer tokens trained on, every epoch
+    n_seq_tokens: int = 0  # every token through the model
+    seconds: float = 0.0  # training time spent before this process
+    best_val: float | None = None
+    best_epoch: int | None = None
+    stale_epochs: int = 0  # epochs since the validation loss last improved
+    stopped_early: bool = False
+    step_losses: list = field(default_factory=list)  # this epoch's per-step losses
+    history: list = field(default_factory=list)  # one row per finished epoch, as losses.jsonl has them
+
+
+def _save_checkpoint(path: Path, model, optimizer, state: TrainState, best: dict | None) -> None:
+    """Adapters, optimizer state and TrainState in one file, replaced atomically."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    arrays = {f"adapter/{k}": v for k, v in tree_flatten(model.trainable_parameters())}
+    arrays |= {f"optimizer/{k}": v for k, v in tree_flatten(optimizer.state)}
+    arrays |= {f"best/{k}": v for k, v in (best or {}).items()}
+    tmp = path.with_name(f".partial.{path.name}")
+    mx.save_safetensors(str(tmp), arrays, metadata={"state": json.dumps(asdict(state))})
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, key: str, model, optimizer) -> tuple[TrainState, dict | None] | None:
+    """Restore a checkpoint of the same training into model and optimizer; None if there is none to resume."""
+    import mlx.core as mx
+    from mlx.utils import tree_unflatten
+
+    if not path.exists():
+        return None
+    try:
+        arrays, metadata = mx.load(str(path), return_metadata=True)
+        state = TrainState(**json.loads(metadata["state"]))
+    except Exception:  # a checkpoint we cannot read is one we do not have: training starts over
+        return None
+    if state.key != key:
+        return None
+    group = lambda prefix: [(k[len(prefix) :], v) for k, v in arrays.items() if k.startswith(prefix)]  # noqa: E731
+    model.load_weights(group("adapter/"), strict=False)
+    optimizer.state = tree_unflatten(group("optimizer/"))
+    optimizer.init(model.trainable_parameters())
+    best = dict(group("best/")) or None
+    return state, best
+
+
+def _write_adapters(adapter_dir: Path, weights: dict) -> None:
+    """Written last and atomically: an adapters file present means training finished."""
+    import mlx.core as mx
+
+    tmp = adapter_dir / f".partial.{ADAPTER_FILE}"
+    mx.save_safetensors(str(tmp), weights)
+    os.replace(tmp, adapter_dir / ADAPTER_FILE)
+
+
 def train_adapters(
     model,
     tokenizer,
@@ -170,11 +257,19 @@ def train_adapters(
     *,
     model_name: str | None = None,
     progress: bool = True,
+    stop_after_steps: int | None = None,
 ) -> TrainSummary:
     """Train LoRA adapters on train_dir/train.jsonl and save them to adapter_dir.
 
-    Losses go to train_dir/losses.jsonl, one line per epoch. An empty selection
-    returns a summary saying so and writes no adapters.
+    Each epoch visits every pair once in a seeded order. With a validation file
+    the adapters kept are those of the epoch with the lowest validation loss, and
+    `patience` stops training once it stops improving. Every `checkpoint_every`
+    steps and at each epoch's end, train_dir/checkpoint.safetensors is replaced;
+    a later call with the same data and config continues from it and ends with
+    the adapters an uninterrupted run would have. Losses go to
+    train_dir/losses.jsonl, one line per epoch. An empty selection returns a
+    summary saying so and writes no adapters. `stop_after_steps` ends the call
+    after that many steps of this process, as a kill would (for tests).
     """
     import mlx.core as mx
     import mlx.nn as nn
@@ -183,28 +278,34 @@ def train_adapters(
     from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
     from mlx_lm.tuner.trainer import default_loss
 
-    start = time.perf_counter()
     train_path = train_dir / "train.jsonl"
     if not train_path.exists():
         raise FileNotFoundError(f"train.jsonl not found in {train_dir}; run `slearn select` first")
     rows = read_chat_rows(train_path)
     if not rows:
         return TrainSummary.skip("nothing to train: no wrongly answered pairs")
-    valid_rows = read_chat_rows(train_dir / "valid.jsonl")
+    valid_path = train_dir / "valid.jsonl"
+    valid_rows = read_chat_rows(valid_path)
     train_set = CacheDataset(ChatDataset(rows, tokenizer, mask_prompt=True))
     valid_set = CacheDataset(ChatDataset(valid_rows, tokenizer, mask_prompt=True)) if valid_rows else None
 
-    mx.random.seed(config.seed)
+    mx.random.seed(config.seed)  # LoRA's initial weights
     num_layers = add_lora_layers(model, config)
-    adapter_dir.mkdir(parents=True, exist_ok=True)
     settings = adapter_config(config, num_layers, model_name, file_sha1(train_path))
-    write_json_atomic(adapter_dir / ADAPTER_CONFIG, settings)
+    key = hashlib.sha1(
+        json.dumps([settings, file_sha1(valid_path) if valid_rows else None], sort_keys=True).encode()
+    ).hexdigest()
 
     optimizer = optim.Adam(learning_rate=config.learning_rate)
+    optimizer.init(model.trainable_parameters())
+    checkpoint = train_dir / CHECKPOINT_FILE
+    resumed = _load_checkpoint(checkpoint, key, model, optimizer)
+    state, best = resumed if resumed else (TrainState(key), None)
+    resumed_at = state.step
     loss_and_grad = nn.value_and_grad(model, default_loss)
-    state = [model.state, optimizer.state, mx.random.state]
+    compiled_state = [model.state, optimizer.state, mx.random.state]
 
-    @partial(mx.compile, inputs=state, outputs=state)
+    @partial(mx.compile, inputs=compiled_state, outputs=compiled_state)
     def step(tokens, bounds):
         (loss, n_tokens), grad = loss_and_grad(model, tokens, bounds)
         optimizer.update(model, grad)
@@ -212,40 +313,75 @@ def train_adapters(
 
     batch_size = min(config.batch_size, len(rows))
     steps_per_epoch = math.ceil(len(rows) / batch_size)
-    rng = np.random.default_rng(config.seed)
-    loss_log = train_dir / "losses.jsonl"
-    loss_log.unlink(missing_ok=True)
-    steps, total_tokens, seq_tokens, train_loss, val_loss = 0, 0, 0, None, None
+
+    def reseed() -> None:
+        # mlx's random key cannot be saved and restored, so dropout's key is re-derived
+        # from (seed, step) at every checkpoint, resumed or not.
+        mx.random.seed(config.seed * 1_000_003 + state.step)
+
+    def save() -> None:
+        state.seconds += time.perf_counter() - clock[0]
+        clock[0] = time.perf_counter()
+        _save_checkpoint(checkpoint, model, optimizer, state, best)
+        reseed()
+
+    clock = [time.perf_counter()]
+    reseed()
     model.train()
-    with progress_bar(config.epochs * steps_per_epoch, "train", progress) as bar, open(loss_log, "a") as log:
-        for epoch in range(1, config.epochs + 1):
-            epoch_loss, epoch_tokens = mx.array(0.0), mx.array(0)
-            for tokens, bounds in iterate_batches(train_set, batch_size, config.max_seq_length, rng):
+    with progress_bar(config.epochs * steps_per_epoch, "train", progress) as bar:
+        bar.update(state.step)
+        while state.epoch <= config.epochs and not state.stopped_early:
+            # The order depends on (seed, epoch) only, so a resumed epoch sees the same batches.
+            batches = batch_order(train_set, batch_size, np.random.default_rng([config.seed, state.epoch]))
+            for indices in batches[state.batch :]:
+                if stop_after_steps is not None and state.step - resumed_at >= stop_after_steps:
+                    return TrainSummary.skip(f"stopped after {stop_after_steps} steps")
+                tokens, bounds = make_batch(train_set, indices, config.max_seq_length)
                 loss, n_tokens = step(tokens, bounds)
-                epoch_loss, epoch_tokens = epoch_loss + loss * n_tokens, epoch_tokens + n_tokens
-                mx.eval(state, epoch_loss, epoch_tokens)
-                seq_tokens += int(bounds[:, 1].sum().item())
-                steps += 1
+                mx.eval(compiled_state, loss, n_tokens)
+                state.epoch_loss += loss.item() * n_tokens.item()
+                state.epoch_tokens += n_tokens.item()
+                state.n_seq_tokens += int(bounds[:, 1].sum().item())
+                state.step_losses.append(round(loss.item(), 6))
+                state.batch += 1
+                state.step += 1
                 bar.update(1)
-            total_tokens += epoch_tokens.item()
-            train_loss = (epoch_loss / epoch_tokens).item()
+                if state.step % config.checkpoint_every == 0 and state.batch < len(batches):
+                    save()
+            train_loss = state.epoch_loss / state.epoch_tokens
+            val_loss = None
             if valid_set is not None:
                 model.eval()
-                val_loss = _mean_loss(model, valid_set, batch_size, config.max_seq_length)
+                val_loss = mean_loss(model, valid_set, batch_size, config.max_seq_length)
                 model.train()
+                if state.best_val is None or val_loss < state.best_val:
+                    state.best_val, state.best_epoch, state.stale_epochs = val_loss, state.epoch, 0
+                    best = dict(tree_flatten(model.trainable_parameters()))
+                else:
+                    state.stale_epochs += 1
+                    state.stopped_early = config.patience > 0 and state.stale_epochs >= config.patience
             bar.set_postfix(loss=f"{train_loss:.3f}")
-            log.write(
-                json.dumps({"epoch": epoch, "step": steps, "train_loss": train_loss, "val_loss": val_loss}) + "\n"
-            )
-            log.flush()
+            state.history.append(
+                {"epoch": state.epoch, "step": state.step, "train_loss": train_loss, "val_loss": val_loss,
+                 "step_losses": state.step_losses}
+            )  # fmt: skip
+            state.n_tokens += state.epoch_tokens
+            state.epoch, state.batch, state.epoch_loss, state.epoch_tokens, state.step_losses = (
+                state.epoch + 1, 0, 0.0, 0, []
+            )  # fmt: skip
+            save()
+            write_jsonl_atomic(train_dir / "losses.jsonl", state.history)
     model.eval()
 
-    # Written last and atomically: an adapters file present means training finished.
-    weights = dict(tree_flatten(model.trainable_parameters()))
-    tmp = adapter_dir / f".partial.{ADAPTER_FILE}"
-    mx.save_safetensors(str(tmp), weights)
-    os.replace(tmp, adapter_dir / ADAPTER_FILE)
+    adapter_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(adapter_dir / ADAPTER_CONFIG, settings | {"best_epoch": state.best_epoch})
+    _write_adapters(adapter_dir, best if best is not None else dict(tree_flatten(model.trainable_parameters())))
+    if best is not None:  # the model leaves with the adapters it saved
+        model.load_weights(list(best.items()), strict=False)
+    checkpoint.unlink(missing_ok=True)
+    last = state.history[-1]
     return TrainSummary(
-        len(rows), config.epochs, steps, int(total_tokens), seq_tokens, time.perf_counter() - start,
-        train_loss, val_loss,
+        len(rows), len(state.history), state.step, state.n_tokens, state.n_seq_tokens,
+        state.seconds + time.perf_counter() - clock[0], last["train_loss"], state.best_val, state.best_epoch,
+        resumed_at,
     )  # fmt: skip

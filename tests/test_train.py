@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import mlx.core as mx
 import numpy as np
 import pytest
+from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
 
 from slearn_mlx.models import load_model
 from slearn_mlx.records import QAItem
 from slearn_mlx.select import chat_example
-from slearn_mlx.train import TrainConfig, iterate_batches, train_adapters
+from slearn_mlx.train import TrainConfig, iterate_batches, mean_loss, train_adapters
 
 
 def write_train_dir(path, n: int):
@@ -109,3 +111,62 @@ def test_mlx_lm_tools_take_the_adapters(tiny_model, tmp_path, tool):
         adapted, _ = load_model(tiny_model, adapter_path=tmp_path / "adapters")
         tokens = mx.array([[1, 40, 50, 60]])
         np.testing.assert_allclose(np.array(fused(tokens)), np.array(adapted(tokens)), atol=1e-4)
+
+
+def _adapters(path):
+    return mx.load(str(path / "adapters.safetensors"))
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_a_run_stopped_and_resumed_ends_with_the_uninterrupted_adapters(tiny_model, tmp_path, dropout):
+    config = TrainConfig(
+        epochs=3, batch_size=3, learning_rate=5e-3, rank=4, num_layers=2, dropout=dropout, checkpoint_every=2
+    )
+    for run in ("whole", "cut"):
+        write_train_dir(tmp_path / run / "train", 10)
+    model, tokenizer = load_model(tiny_model)
+    whole = train_adapters(model, tokenizer, tmp_path / "whole/train", tmp_path / "whole/a", config, progress=False)
+    # Stopped mid-epoch (steps 3 and 5 fall between checkpoints), across an epoch's end, then finished.
+    for steps in (3, 2, 5, None):
+        model, tokenizer = load_model(tiny_model)
+        cut = train_adapters(
+            model, tokenizer, tmp_path / "cut/train", tmp_path / "cut/a", config, progress=False,
+            stop_after_steps=steps,
+        )  # fmt: skip
+    assert cut.resumed_at_step == 8 and cut.steps == whole.steps == 12
+    expected, got = _adapters(tmp_path / "whole/a"), _adapters(tmp_path / "cut/a")
+    assert expected.keys() == got.keys() and all(mx.array_equal(expected[k], got[k]).item() for k in expected)
+    assert (tmp_path / "cut/train/losses.jsonl").read_text() == (tmp_path / "whole/train/losses.jsonl").read_text()
+    assert not (tmp_path / "cut/train/checkpoint.safetensors").exists()
+
+
+def test_a_checkpoint_of_other_training_is_not_resumed(tiny_model, tmp_path):
+    write_train_dir(tmp_path / "train", 6)
+    model, tokenizer = load_model(tiny_model)
+    config = TrainConfig(epochs=2, batch_size=2, num_layers=2, checkpoint_every=1)
+    train_adapters(model, tokenizer, tmp_path / "train", tmp_path / "a", config, progress=False, stop_after_steps=2)
+    assert (tmp_path / "train/checkpoint.safetensors").exists()
+    model, tokenizer = load_model(tiny_model)
+    summary = train_adapters(
+        model, tokenizer, tmp_path / "train", tmp_path / "a", replace(config, learning_rate=1e-3), progress=False
+    )
+    assert summary.resumed_at_step == 0 and summary.steps == 6
+
+
+def test_the_best_epoch_is_kept_and_patience_stops_training(tiny_model, tmp_path):
+    write_train_dir(tmp_path / "train", 8)
+    # Validation pairs unlike the training ones: a high learning rate overfits, validation loss turns up.
+    rows = [chat_example(QAItem(str(i), f"Name colour {i}.", f"Colour {i} is teal")) for i in range(4)]
+    (tmp_path / "train" / "valid.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = TrainConfig(epochs=12, batch_size=4, learning_rate=3e-2, rank=4, num_layers=2, patience=2)
+    model, tokenizer = load_model(tiny_model)
+    summary = train_adapters(model, tokenizer, tmp_path / "train", tmp_path / "a", config, progress=False)
+    losses = [json.loads(line) for line in (tmp_path / "train/losses.jsonl").read_text().splitlines()]
+    val = [row["val_loss"] for row in losses]
+    best = min(range(len(val)), key=val.__getitem__)
+    assert summary.best_epoch == best + 1 and summary.val_loss == val[best]
+    assert len(losses) == best + 1 + 2 < 12  # stopped two epochs after the best one
+    # The saved adapters are the best epoch's: their validation loss is the best one.
+    fresh, _ = load_model(tiny_model, adapter_path=tmp_path / "a")
+    valid = CacheDataset(ChatDataset(rows, tokenizer, mask_prompt=True))
+    assert mean_loss(fresh, valid, 4, 1024) == pytest.approx(val[best], rel=1e-5)
