@@ -9,7 +9,7 @@ from pathlib import Path
 from slearn_mlx.progress import progress_bar
 from slearn_mlx.prompts import ANSWER_FIELDS, MCQ_FIELDS, MCQ_TEMPLATE, QUESTION_TEMPLATE, template_problem
 from slearn_mlx.records import Answer, QAItem
-from slearn_mlx.runs import RecordWriter, read_records
+from slearn_mlx.runs import RecordWriter, pending_batches, read_records
 
 
 @dataclass
@@ -88,15 +88,12 @@ def answer_items(
 
     start = time.perf_counter()
     done = read_records(out_path, Answer)
-    todo = [item for item in items if item.id not in done]
-    prompts = {item.id: encode_chat(tokenizer, question_text(item, config)) for item in todo}
-    # Similar lengths together: less padding in every batch.
-    todo.sort(key=lambda item: len(prompts[item.id]))
+    n_todo = sum(item.id not in done for item in items)
+    prompts = {item.id: encode_chat(tokenizer, question_text(item, config)) for item in items}
     sampler = make_sampler(temp=config.temperature)
     n_tokens = 0
-    with RecordWriter(out_path) as writer, progress_bar(len(todo), "answer", progress) as bar:
-        for i in range(0, len(todo), config.batch_size):
-            batch = todo[i : i + config.batch_size]
+    with RecordWriter(out_path) as writer, progress_bar(n_todo, "answer", progress) as bar:
+        for batch in pending_batches(items, done, config.batch_size, lambda item: len(prompts[item.id])):
             response = batch_generate(
                 model,
                 tokenizer,
@@ -108,7 +105,8 @@ def answer_items(
                 return_token_ids=True,
             )
             for item, text, ids in zip(batch, response.texts, response.token_ids):
-                writer.write(Answer(item.id, text.strip(), len(ids)))
-                n_tokens += len(ids)
-            bar.update(len(batch))
-    return AnswerSummary(len(items), len(todo), n_tokens, time.perf_counter() - start)
+                if item.id not in done:
+                    writer.write(Answer(item.id, text.strip(), len(ids)))
+                    n_tokens += len(ids)
+                    bar.update(1)
+    return AnswerSummary(len(items), n_todo, n_tokens, time.perf_counter() - start)

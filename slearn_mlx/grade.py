@@ -26,7 +26,7 @@ from slearn_mlx.calibrate import Calibration, calibrate
 from slearn_mlx.judge import JUDGE_MODES, Judge
 from slearn_mlx.progress import progress_bar
 from slearn_mlx.records import Answer, Grade, QAItem
-from slearn_mlx.runs import RecordWriter, read_records, write_jsonl_atomic
+from slearn_mlx.runs import RecordWriter, pending_batches, read_records, write_jsonl_atomic
 
 GRADERS = ("judge", "exact", "contains", "f1", "option", "hybrid")
 DETERMINISTIC = ("exact", "contains", "f1", "option")
@@ -220,11 +220,11 @@ def grade_answers(
         if unusable is not None:
             raise _not_multiple_choice(unusable)
     done = read_records(out_path, Grade)
-    todo = [item for item in items if item.id not in done]
+    n_todo = sum(item.id not in done for item in items)
 
-    with RecordWriter(out_path) as writer, progress_bar(len(todo), f"grade ({config.grader})", progress) as bar:
+    with RecordWriter(out_path) as writer, progress_bar(n_todo, f"grade ({config.grader})", progress) as bar:
         to_judge = []
-        for item in todo:
+        for item in items:
             text = answers[item.id].text
             if config.grader in DETERMINISTIC:
                 ok, score = grade_deterministic(config.grader, item, text, config.f1_threshold)
@@ -235,27 +235,27 @@ def grade_answers(
                 grade = None
             if grade is None:
                 to_judge.append(item)
-            else:
+            elif item.id not in done:
                 writer.write(grade)
                 bar.update(1)
-        if to_judge and judge is None:
-            raise ValueError(f"the {config.grader} grader needs a judge model")
-        prompts = {item.id: judge.prompt_tokens(item, answers[item.id].text) for item in to_judge}
-        # Similar lengths together: less padding in every batch.
-        to_judge.sort(key=lambda item: len(prompts[item.id]))
-        for i in range(0, len(to_judge), config.batch_size):
-            batch = to_judge[i : i + config.batch_size]
-            for item, judgement in zip(batch, judge.judge([prompts[item.id] for item in batch])):
-                score = round(judgement.score, 6)
-                writer.write(
-                    Grade(item.id, score >= config.threshold, score, config.judge_name, judgement.justification)
-                )
-            bar.update(len(batch))
+        if any(item.id not in done for item in to_judge):
+            if judge is None:
+                raise ValueError(f"the {config.grader} grader needs a judge model")
+            prompts = {item.id: judge.prompt_tokens(item, answers[item.id].text) for item in to_judge}
+            for batch in pending_batches(to_judge, done, config.batch_size, lambda item: len(prompts[item.id])):
+                for item, judgement in zip(batch, judge.judge([prompts[item.id] for item in batch])):
+                    if item.id in done:
+                        continue
+                    score = round(judgement.score, 6)
+                    writer.write(
+                        Grade(item.id, score >= config.threshold, score, config.judge_name, judgement.justification)
+                    )
+                    bar.update(1)
 
     grades = read_records(out_path, Grade)
     n_wrong = sum(1 for item in items if item.id in grades and not grades[item.id].correct)
     by_grader = Counter(grades[item.id].grader for item in items if item.id in grades)
-    return GradeSummary(len(items), len(todo), n_wrong, config.grader, time.perf_counter() - start, dict(by_grader))
+    return GradeSummary(len(items), n_todo, n_wrong, config.grader, time.perf_counter() - start, dict(by_grader))
 
 
 def calibrate_grades(grades_path: Path, labels: dict[str, bool], threshold: float, label_source: str) -> Calibration:

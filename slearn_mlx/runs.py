@@ -24,13 +24,14 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from typing import Any, Callable, Container, Iterable, Iterator, TypeVar
 
 import jsonlines
 
 from slearn_mlx.records import QAItem, Record
 
 R = TypeVar("R", bound=Record)
+T = TypeVar("T")
 
 
 class RunDir:
@@ -188,6 +189,22 @@ class RecordWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def pending_batches(
+    items: list[T], done: Container[str], batch_size: int, length: Callable[[T], int]
+) -> Iterator[list[T]]:
+    """The batches that still hold an item not `done`, whole.
+
+    Batches are cut from all items sorted by `length` (similar lengths pad
+    little), so they are the same however much an earlier, interrupted run did:
+    a resumed batch computes exactly what the uninterrupted run computed.
+    """
+    ordered = sorted(items, key=length)
+    for i in range(0, len(ordered), batch_size):
+        batch = ordered[i : i + batch_size]
+        if any(item.id not in done for item in batch):
+            yield batch
 
 
 def save_items(run: RunDir, items: list[QAItem]) -> None:

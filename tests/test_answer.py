@@ -31,10 +31,8 @@ def test_resume_computes_only_missing_ids(tiny_loaded, qa_file, tmp_path):
     out.write_text("".join(lines[:2]) + lines[2][: len(lines[2]) // 2])  # two whole lines and a torn one
     summary = answer_items(model, tokenizer, items, out, config, progress=False)
     assert summary.n_new == len(items) - 2
-    rows = out.read_text().splitlines()
-    assert len(rows) == len(items) and len({r for r in rows}) == len(items)
-    # Greedy decoding: the recomputed answers equal the first ones.
-    assert sorted(rows) == sorted(full.splitlines())
+    # Greedy decoding, and the torn batch recomputed whole: the file equals the uninterrupted one.
+    assert out.read_text() == full
     assert answer_items(model, tokenizer, items, out, config, progress=False).n_new == 0
 
 

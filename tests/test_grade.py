@@ -79,6 +79,11 @@ def test_judge_stage_stores_probability_and_resumes(tiny_loaded, tmp_path):
     for g in grades.values():
         assert g.grader == "judge-verdict" and 0.0 <= g.score <= 1.0 and g.correct == (g.score >= 0.5)
     assert grade_answers(items, answers, out, config, judge=judge, progress=False).n_new == 0
+    # Cut after the first record (a batch of two half written): the rerun writes the same file.
+    full = out.read_text()
+    out.write_text(full.splitlines(keepends=True)[0])
+    assert grade_answers(items, answers, out, config, judge=judge, progress=False).n_new == 2
+    assert out.read_text() == full
 
 
 def test_threshold_moves_the_verdict(tiny_loaded, tmp_path):
