@@ -47,7 +47,9 @@ def _setting(flag: str, key: str, kind, help: str):
 
 FILE = click.Path(dir_okay=False)
 OUT = click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
-FORCE = click.option("--force", is_flag=True, help="Recompute instead of resuming.")
+FORCE = click.option(
+    "--force", is_flag=True, help="Start over: recompute this stage and the ones after it instead of resuming."
+)
 QUIET = click.option("--quiet", is_flag=True, help="No progress bars.")
 CONFIG = click.option("--config", "config_file", type=FILE, help="YAML file of options (command-line options win).")
 MODEL = _setting(
@@ -147,7 +149,7 @@ def _stage(stage: str, out, config_file, force: bool, quiet: bool, overrides: di
 
     run, config = _session(out, config_file, overrides)
     if force:
-        pipeline.clear_stage(run, stage)
+        pipeline.start_over(run, config, stage)
     progress = not quiet
     if stage == "select":
         summary = pipeline.stage_select(run, config, progress=progress)

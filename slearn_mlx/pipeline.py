@@ -19,6 +19,15 @@ from slearn_mlx.calibrate import Calibration, read_labels, save_calibration
 from slearn_mlx.config import RunConfig, save_config
 from slearn_mlx.data import load_items
 from slearn_mlx.evaluate import EvalSummary, evaluate_adapters
+from slearn_mlx.fingerprint import (
+    FIRST_STAGE,
+    check_fingerprint,
+    forget_fingerprint,
+    make_fingerprint,
+    mismatch_error,
+    read_fingerprint,
+    save_fingerprint,
+)
 from slearn_mlx.grade import (
     DETERMINISTIC,
     GradeSummary,
@@ -30,11 +39,9 @@ from slearn_mlx.grade import (
 from slearn_mlx.judge import Judge
 from slearn_mlx.models import environment_info, load_model, resolve_model
 from slearn_mlx.records import Answer, Grade, QAItem
-from slearn_mlx.runs import RunDir, load_run_items, lock_run, read_json, read_records, save_items, update_report
+from slearn_mlx.runs import STAGES, RunDir, load_run_items, lock_run, read_json, read_records, save_items, update_report
 from slearn_mlx.select import SelectSummary, select_unknown
-from slearn_mlx.train import ADAPTER_CONFIG, ADAPTER_FILE, CHECKPOINT_FILE, TrainSummary, file_sha1, train_adapters
-
-STAGES = ("answer", "grade", "select", "train", "evaluate")
+from slearn_mlx.train import ADAPTER_CONFIG, ADAPTER_FILE, CHECKPOINT_FILE, TrainSummary, train_adapters, training_key
 
 
 class SharedModel:
@@ -79,6 +86,7 @@ def judge_for(config: RunConfig, models: SharedModel) -> Iterator[Judge | None]:
 
 
 def _outputs(run: RunDir, stage: str) -> list[Path]:
+    """What a stage writes, which --force deletes."""
     return {
         "answer": [run.answers],
         "grade": [run.grades, run.calibration],
@@ -89,7 +97,7 @@ def _outputs(run: RunDir, stage: str) -> list[Path]:
 
 
 def clear_stage(run: RunDir, stage: str) -> None:
-    """Delete a stage's outputs so it recomputes (`--force`)."""
+    """Delete one stage's outputs."""
     if not run.root.exists():
         return
     lock_run(run)
@@ -100,13 +108,40 @@ def clear_stage(run: RunDir, stage: str) -> None:
             path.unlink(missing_ok=True)
 
 
+def start_over(run: RunDir, config: RunConfig, stage: str) -> None:
+    """`--force`: recompute `stage` and every stage after it, which were computed from it.
+
+    If the run was made with another model, data or config, it starts over from
+    the first stage that difference affects, when that comes earlier.
+    """
+    if not run.root.exists():
+        return
+    _, diffs = check_fingerprint(run, config)
+    first = min([STAGES.index(stage)] + [STAGES.index(FIRST_STAGE[part]) for part in diffs])
+    for later in STAGES[first:]:
+        clear_stage(run, later)
+    forget_fingerprint(run, STAGES[first:])
+    if first == 0:
+        run.report.unlink(missing_ok=True)
+
+
+def _check(run: RunDir, config: RunConfig) -> None:
+    """Refuse to add to a run directory made with another model, data or config."""
+    _, diffs = check_fingerprint(run, config)
+    if diffs:
+        raise mismatch_error(run, diffs)
+
+
 def _record(run: RunDir, stage: str, summary, **totals) -> None:
     update_report(run, stages={stage: asdict(summary)}, seconds={stage: round(summary.seconds, 3)}, **totals)
 
 
-def _begin(run: RunDir, config: RunConfig) -> None:
-    """Hold the run, save the config and the environment; called once inputs and model are known to be good."""
+def _begin(run: RunDir, config: RunConfig, stage: str) -> None:
+    """Hold the run, save the config, its fingerprint and the environment; called once inputs and model
+    are known to be good."""
     lock_run(run)
+    _check(run, config)  # again, now that the run is held: another process may have written it meanwhile
+    save_fingerprint(run, make_fingerprint(config, read_fingerprint(run)), stage)
     save_config(run, config)
     update_report(run, model=resolve_model(config.model), environment=environment_info())
 
@@ -119,9 +154,10 @@ def _items(path: str | None, option: str) -> list[QAItem]:
 
 
 def stage_answer(run: RunDir, config: RunConfig, models: SharedModel, *, progress: bool = True) -> AnswerSummary:
+    _check(run, config)
     items = _items(config.data, "--data")
     model, tokenizer = models.get()
-    _begin(run, config)
+    _begin(run, config, "answer")
     save_items(run, items)
     summary = answer_items(model, tokenizer, items, run.answers, config.answer, progress=progress)
     _record(run, "answer", summary, n_items=len(items), data=str(config.data))
@@ -129,12 +165,13 @@ def stage_answer(run: RunDir, config: RunConfig, models: SharedModel, *, progres
 
 
 def stage_grade(run: RunDir, config: RunConfig, models: SharedModel, *, progress: bool = True) -> GradeSummary:
+    _check(run, config)
     items = load_run_items(run)
     answers = read_records(run.require(run.answers, "answer"), Answer)
     done = read_records(run.grades, Grade, repair=False)
     needs_judge = any(item.id not in done for item in items)
     with judge_for(config, models) if needs_judge else nullcontext() as judge:
-        _begin(run, config)
+        _begin(run, config, "grade")
         summary = grade_answers(items, answers, run.grades, config.grade, judge=judge, progress=progress)
     _record(run, "grade", summary, n_wrong=summary.n_wrong, grader=config.grade.grader)
     return summary
@@ -154,9 +191,11 @@ def stage_calibrate(run: RunDir, config: RunConfig, labels: str) -> tuple[Calibr
         trusted = deterministic_labels(labels, items, answers)
     else:
         trusted = read_labels(labels)
+    _check(run, config)
     calibration = calibrate_grades(run.grades, trusted, config.grade.threshold, labels)
     config = replace(config, grade=replace(config.grade, threshold=round(calibration.threshold, 6)))
     save_calibration(run.calibration, calibration)
+    save_fingerprint(run, make_fingerprint(config, read_fingerprint(run)), "grade")
     save_config(run, config)
     grades = read_records(run.grades, Grade)
     n_wrong = sum(1 for item in items if not grades[item.id].correct)
@@ -176,6 +215,7 @@ def stage_select(run: RunDir, config: RunConfig, *, progress: bool = True) -> Se
     items = load_run_items(run)
     grades = read_records(run.require(run.grades, "grade"), Grade)
     lock_run(run)
+    _check(run, config)
     save_config(run, config)
     summary = select_unknown(items, grades, run.train_dir, config.select, config.answer)
     _record(run, "select", summary, n_selected=summary.n_selected)
@@ -183,19 +223,20 @@ def stage_select(run: RunDir, config: RunConfig, *, progress: bool = True) -> Se
 
 
 def stage_train(run: RunDir, config: RunConfig, models: SharedModel, *, progress: bool = True) -> TrainSummary:
-    train_file = run.require(run.train_dir / "train.jsonl", "select")
+    _check(run, config)
+    run.require(run.train_dir / "train.jsonl", "select")
     if (run.adapters / ADAPTER_FILE).exists():
-        trained_on = read_json(run.adapters / ADAPTER_CONFIG).get("data_sha1")
-        if trained_on == file_sha1(train_file):
+        trained_on = read_json(run.adapters / ADAPTER_CONFIG).get("training_key")
+        if trained_on == training_key(config.train, run.train_dir):
             return TrainSummary.skip(f"adapters already trained in {run.adapters}; --force retrains")
-    # New or changed selection: older adapters and what was evaluated with them are stale. A checkpoint
+    # New or changed selection or settings: older adapters and what was evaluated with them are stale. A checkpoint
     # stays: train_adapters resumes it only if it comes from this very training (same data and config).
     lock_run(run)
     shutil.rmtree(run.adapters, ignore_errors=True)
     for stale in run.eval_dir.glob("adapted_*.jsonl"):
         stale.unlink()
     model, tokenizer = models.get()
-    _begin(run, config)
+    _begin(run, config, "train")
     summary = train_adapters(
         model, tokenizer, run.train_dir, run.adapters, config.train,
         model_name=resolve_model(config.model), progress=progress,
@@ -205,9 +246,10 @@ def stage_train(run: RunDir, config: RunConfig, models: SharedModel, *, progress
 
 
 def stage_evaluate(run: RunDir, config: RunConfig, models: SharedModel, *, progress: bool = True) -> EvalSummary:
+    _check(run, config)
     test_items = _items(config.test, "--test")
     model, tokenizer = models.get()
-    _begin(run, config)
+    _begin(run, config, "evaluate")
     summary = evaluate_adapters(
         model, tokenizer, test_items, run.eval_dir, run.adapters, config.answer, config.grade,
         make_judge=lambda: judge_for(config, models), progress=progress,
@@ -233,9 +275,7 @@ def run_pipeline(
     if config.test:
         load_items(config.test)
     if force:
-        for stage in STAGES:
-            clear_stage(run, stage)
-        run.report.unlink(missing_ok=True)  # clear_stage holds the run by now
+        start_over(run, config, STAGES[0])
     models = SharedModel(config.model)
     start = time.perf_counter()
     echo(str(stage_answer(run, config, models, progress=progress)))

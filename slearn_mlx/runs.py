@@ -4,6 +4,7 @@ A run directory holds one JSONL file per record stage, keyed by item id and
 flushed line by line, plus whole-file outputs written atomically (temp + rename):
 
     config.json           resolved configuration of the run
+    fingerprint.json      the model, data hashes and settings that made it; a mismatched rerun is refused
     items.jsonl           the training items, normalised
     answers.jsonl         stage 1: the model's answers
     grades.jsonl          stage 2: the verdicts
@@ -30,6 +31,7 @@ import jsonlines
 
 from slearn_mlx.records import QAItem, Record
 
+STAGES = ("answer", "grade", "select", "train", "evaluate")
 R = TypeVar("R", bound=Record)
 T = TypeVar("T")
 
@@ -49,6 +51,7 @@ class RunDir:
     adapters = property(lambda self: self.root / "adapters")
     eval_dir = property(lambda self: self.root / "eval")
     report = property(lambda self: self.root / "report.json")
+    fingerprint = property(lambda self: self.root / "fingerprint.json")
 
     def require(self, path: Path, stage: str) -> Path:
         """`path`, or a message naming the stage to run first."""

@@ -149,12 +149,23 @@ def file_sha1(path: Path) -> str:
         return hashlib.sha1(handle.read()).hexdigest()
 
 
-def adapter_config(config: TrainConfig, num_layers: int, model_name: str | None, data_sha1: str) -> dict:
+def training_key(config: TrainConfig, train_dir: Path) -> str:
+    """A hash of what training computes from: the train and valid files and every setting but how often to
+    checkpoint. Adapters and checkpoints carry it, so a changed selection or config retrains."""
+    files = [
+        file_sha1(path) if path.exists() else None for path in (train_dir / "train.jsonl", train_dir / "valid.jsonl")
+    ]
+    settings = asdict(config)
+    del settings["checkpoint_every"]
+    return hashlib.sha1(json.dumps([files, settings], sort_keys=True).encode()).hexdigest()
+
+
+def adapter_config(config: TrainConfig, num_layers: int, model_name: str | None, key: str) -> dict:
     """adapter_config.json as mlx-lm writes it (the keys its load_adapters and fuse read),
-    plus the hash of the training file the adapters were trained on."""
+    plus the `training_key` of what the adapters were trained on."""
     return {
         "model": model_name,
-        "data_sha1": data_sha1,
+        "training_key": key,
         "fine_tune_type": "lora",
         "num_layers": num_layers,
         "lora_parameters": {"rank": config.rank, "scale": config.scale, "dropout": config.dropout},
@@ -284,17 +295,14 @@ def train_adapters(
     rows = read_chat_rows(train_path)
     if not rows:
         return TrainSummary.skip("nothing to train: no wrongly answered pairs")
-    valid_path = train_dir / "valid.jsonl"
-    valid_rows = read_chat_rows(valid_path)
+    valid_rows = read_chat_rows(train_dir / "valid.jsonl")
     train_set = CacheDataset(ChatDataset(rows, tokenizer, mask_prompt=True))
     valid_set = CacheDataset(ChatDataset(valid_rows, tokenizer, mask_prompt=True)) if valid_rows else None
 
     mx.random.seed(config.seed)  # LoRA's initial weights
     num_layers = add_lora_layers(model, config)
-    settings = adapter_config(config, num_layers, model_name, file_sha1(train_path))
-    key = hashlib.sha1(
-        json.dumps([settings, file_sha1(valid_path) if valid_rows else None], sort_keys=True).encode()
-    ).hexdigest()
+    key = training_key(config, train_dir)
+    settings = adapter_config(config, num_layers, model_name, key)
 
     optimizer = optim.Adam(learning_rate=config.learning_rate)
     optimizer.init(model.trainable_parameters())

@@ -1,0 +1,157 @@
+"""What made a run: the model, the data files' contents and the settings that decide answers and grades.
+
+A run directory keeps its fingerprint in fingerprint.json. Every command compares
+the fingerprint of what it was given with it before computing anything, so two
+runs are never silently mixed: a difference is refused with a message saying what
+differs, and `--force` starts over from the first stage it affects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from slearn_mlx.config import RunConfig
+from slearn_mlx.models import resolve_model
+from slearn_mlx.runs import STAGES, RunDir, read_json, write_json_atomic
+
+# Settings that change what a stage computes; batch sizes and the like only change how fast.
+ANSWER_KEYS = ("max_tokens", "temperature", "template", "mcq_template")
+GRADE_KEYS = ("grader", "judge_mode", "judge_template", "threshold", "f1_threshold", "cot_max_tokens")
+# The first stage each part of the fingerprint feeds: a change there invalidates it and all after it.
+FIRST_STAGE = {"model": "answer", "data": "answer", "answer": "answer", "grade": "grade", "test": "evaluate"}
+
+
+class RunMismatch(ValueError):
+    """The run directory was made with another model, data or config."""
+
+
+def file_digest(path: Path, known: dict | None = None) -> dict:
+    """sha256 of a file, reused from `known` when its path, size and mtime are unchanged."""
+    stat = path.stat()
+    identity = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if known and all(known.get(k) == v for k, v in identity.items()) and "sha256" in known:
+        return identity | {"sha256": known["sha256"]}
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    return identity | {"sha256": digest}
+
+
+def model_fingerprint(model: str | None, known: dict | None = None) -> dict:
+    """A local model directory by its files' contents; a Hugging Face id by name."""
+    resolved = resolve_model(model)
+    path = Path(resolved)
+    if not path.is_dir():
+        return {"id": resolved}
+    known_files = (known or {}).get("files", {})
+    files = {
+        entry.name: file_digest(entry, known_files.get(entry.name))
+        for entry in sorted(path.iterdir())
+        if entry.is_file() and not entry.name.startswith(".")
+    }
+    return {"path": str(path.resolve()), "files": files}
+
+
+def _data(path: str | None, known: dict | None) -> dict | None:
+    if not path or not Path(path).is_file():
+        return None  # a data file gone after answering is not needed any more: items.jsonl holds the items
+    return file_digest(Path(path), known)
+
+
+def make_fingerprint(config: RunConfig, known: dict | None = None) -> dict:
+    """The fingerprint of a config; `known` (a stored fingerprint) spares re-hashing unchanged files."""
+    known = known or {}
+    grade = {key: getattr(config.grade, key) for key in GRADE_KEYS}
+    if config.grade.judge_model is not None:
+        grade["judge_model"] = model_fingerprint(
+            config.grade.judge_model, (known.get("grade") or {}).get("judge_model")
+        )
+    return {
+        "model": model_fingerprint(config.model, known.get("model")),
+        "data": _data(config.data, known.get("data")),
+        "test": _data(config.test, known.get("test")),
+        "answer": {key: getattr(config.answer, key) for key in ANSWER_KEYS},
+        "grade": grade,
+    }
+
+
+def _comparable(part: str, value):
+    """What must be equal: contents, not where the files lie."""
+    if part == "data" or part == "test":
+        return value["sha256"]
+    if part == "model":
+        return {name: f["sha256"] for name, f in value["files"].items()} if "files" in value else value
+    if part == "grade" and "judge_model" in value:
+        return value | {"judge_model": _comparable("model", value["judge_model"])}
+    return value
+
+
+def _describe(part: str, old, new) -> str:
+    if part in ("data", "test"):
+        return f"the {part} file's content ({old['path']} then, {new['path']} now)"
+    if part == "model":
+        return f"the model ({old.get('path', old.get('id'))} then, {new.get('path', new.get('id'))} now)"
+    changed = [
+        key for key in sorted(set(old) | set(new)) if _comparable(part, old).get(key) != _comparable(part, new).get(key)
+    ]
+    return ", ".join(f"{part}.{key} ({_short(old.get(key))} then, {_short(new.get(key))} now)" for key in changed)
+
+
+def _short(value) -> str:
+    if isinstance(value, dict):
+        value = value.get("path", value.get("id"))
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "...'"
+
+
+def differences(stored: dict, current: dict) -> dict[str, str]:
+    """{part: what differs} between a stored and a current fingerprint; parts missing on either side are new."""
+    out = {}
+    for part in FIRST_STAGE:
+        old, new = stored.get(part), current.get(part)
+        if old is None or new is None:
+            continue
+        if _comparable(part, old) != _comparable(part, new):
+            out[part] = _describe(part, old, new)
+    return out
+
+
+def read_fingerprint(run: RunDir) -> dict | None:
+    path = run.fingerprint
+    return read_json(path) if path.exists() else None
+
+
+def check_fingerprint(run: RunDir, config: RunConfig) -> tuple[dict, dict[str, str]]:
+    """(the current fingerprint, what differs from the stored one); nothing is written."""
+    stored = read_fingerprint(run) or {}
+    current = make_fingerprint(config, stored)
+    return current, differences(stored, current)
+
+
+def mismatch_error(run: RunDir, diffs: dict[str, str]) -> RunMismatch:
+    return RunMismatch(
+        f"{run.root} was made with a different {'; '.join(diffs.values())}; "
+        "use another --out, or --force to start over from the stage it affects"
+    )
+
+
+def forget_fingerprint(run: RunDir, stages) -> None:
+    """Drop the parts that feed `stages`, whose outputs were just deleted."""
+    stored = read_fingerprint(run)
+    if stored is not None:
+        kept = {part: value for part, value in stored.items() if FIRST_STAGE.get(part) not in stages}
+        write_json_atomic(run.fingerprint, kept)
+
+
+def save_fingerprint(run: RunDir, fingerprint: dict, stage: str) -> None:
+    """Store the parts of the fingerprint that `stage` and the stages before it use.
+
+    A part is stored once a stage computes from it: answering fixes the model
+    and the data, grading the grade settings, evaluating the test file.
+    """
+    stored = read_fingerprint(run) or {}
+    used = STAGES[: STAGES.index(stage) + 1]
+    for part, first in FIRST_STAGE.items():
+        if first in used and fingerprint.get(part) is not None:
+            stored[part] = fingerprint[part]
+    write_json_atomic(run.fingerprint, stored)
