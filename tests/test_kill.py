@@ -4,6 +4,7 @@ uninterrupted one does, with no id missing or repeated. Real subprocesses, real 
 from __future__ import annotations
 
 import pytest
+
 from killing import compare_runs, exists, finish, kill_when, make_workspace, run_args
 
 
