@@ -55,6 +55,13 @@ CONFIG = click.option("--config", "config_file", type=FILE, help="YAML file of o
 MODEL = _setting(
     "--model", "model", str, "mlx-lm model: Hugging Face id or local directory [the embedded SmolLM2-135M-Instruct]."
 )
+TRUST_REMOTE_CODE = click.option(
+    "--trust-remote-code",
+    "trust_remote_code",
+    is_flag=True,
+    default=None,
+    help="Let a model or tokenizer run the Python code it ships with (off unless given).",
+)
 DATA = _setting("--data", "data", click.Path(resolve_path=True), "Training QA file (JSONL).")
 TEST = _setting("--test", "test", click.Path(resolve_path=True), "Held-out QA file (JSONL) for evaluation.")
 MAX_TOKENS = _setting("--max-tokens", "answer__max_tokens", int, "Most tokens per answer [64].")
@@ -155,7 +162,7 @@ def _stage(stage: str, out, config_file, force: bool, quiet: bool, overrides: di
         summary = pipeline.stage_select(run, config, progress=progress)
     else:
         function = getattr(pipeline, f"stage_{stage}")
-        summary = function(run, config, pipeline.SharedModel(config.model), progress=progress)
+        summary = function(run, config, pipeline.SharedModel(config.model, config.trust_remote_code), progress=progress)
     click.echo(str(summary))
 
 
@@ -167,7 +174,7 @@ def cli():
 
 
 @cli.command()
-@_options(DATA, OUT, MODEL, CONFIG, MAX_TOKENS, TEMPERATURE, TEMPLATE, MCQ_TEMPLATE, FORCE, QUIET)
+@_options(DATA, OUT, MODEL, TRUST_REMOTE_CODE, CONFIG, MAX_TOKENS, TEMPERATURE, TEMPLATE, MCQ_TEMPLATE, FORCE, QUIET)
 @_setting("--batch-size", "answer__batch_size", int, "Prompts generated together [16].")
 @user_errors
 def answer(out, config_file, force, quiet, **overrides):
@@ -181,7 +188,7 @@ def answer(out, config_file, force, quiet, **overrides):
 
 
 @cli.command()
-@_options(OUT, MODEL, CONFIG, GRADE_OPTIONS, CALIBRATE, LABELS, FORCE, QUIET)
+@_options(OUT, MODEL, TRUST_REMOTE_CODE, CONFIG, GRADE_OPTIONS, CALIBRATE, LABELS, FORCE, QUIET)
 @click.option("--show", type=int, default=0, help="Print N graded items (a random sample) side by side.")
 @_setting("--batch-size", "grade__batch_size", int, "Judge prompts scored together [16].")
 @user_errors
@@ -219,7 +226,7 @@ def select(out, config_file, **overrides):
 
 
 @cli.command()
-@_options(OUT, MODEL, CONFIG, TRAIN_OPTIONS, FORCE, QUIET)
+@_options(OUT, MODEL, TRUST_REMOTE_CODE, CONFIG, TRAIN_OPTIONS, FORCE, QUIET)
 @_setting("--batch-size", "train__batch_size", int, "Pairs per step [4].")
 @user_errors
 def train(out, config_file, force, quiet, **overrides):
@@ -234,7 +241,7 @@ def train(out, config_file, force, quiet, **overrides):
 
 
 @cli.command()
-@_options(OUT, TEST, MODEL, CONFIG, MAX_TOKENS, GRADE_OPTIONS, FORCE, QUIET)
+@_options(OUT, TEST, MODEL, TRUST_REMOTE_CODE, CONFIG, MAX_TOKENS, GRADE_OPTIONS, FORCE, QUIET)
 @user_errors
 def evaluate(out, config_file, force, quiet, **overrides):
     """Stage 5: accuracy of base and base + adapters on --test, side by side.
@@ -252,6 +259,7 @@ def evaluate(out, config_file, force, quiet, **overrides):
     TEST,
     OUT,
     MODEL,
+    TRUST_REMOTE_CODE,
     CONFIG,
     MAX_TOKENS,
     TEMPERATURE,

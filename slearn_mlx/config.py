@@ -24,6 +24,7 @@ class RunConfig:
     model: str | None = None  # mlx-lm model: Hugging Face id or local directory; None is the embedded default
     data: str | None = None  # training QA file
     test: str | None = None  # held-out QA file for `evaluate`
+    trust_remote_code: bool = False  # let the model or tokenizer run code it ships with
     answer: AnswerConfig = field(default_factory=AnswerConfig)
     grade: GradeConfig = field(default_factory=GradeConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
@@ -60,6 +61,11 @@ def _merge(config: RunConfig, values: dict[str, Any], source: str, problems: lis
         elif key in ("model", "data", "test"):
             if value is not None and not isinstance(value, str):
                 problems.append(f"{source}: '{key}' must be a string")
+                continue
+            top[key] = value
+        elif key == "trust_remote_code":
+            if not isinstance(value, bool):
+                problems.append(f"{source}: '{key}' must be true or false")
                 continue
             top[key] = value
         else:

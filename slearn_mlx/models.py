@@ -91,16 +91,30 @@ def resolve_model(model: str | None) -> str:
     return model
 
 
-def load_model(model: str | None, adapter_path: str | Path | None = None):
-    """Load (model, tokenizer) with mlx_lm.load; the model is in eval mode."""
+def load_model(model: str | None, adapter_path: str | Path | None = None, trust_remote_code: bool = False):
+    """Load (model, tokenizer) with mlx_lm.load; the model is in eval mode.
+
+    Weights are read from safetensors only (mlx-lm never unpickles), and code
+    shipped with a model or tokenizer runs only with `trust_remote_code`.
+    """
     from mlx_lm import load
 
     resolved = resolve_model(model)
     try:
-        model_obj, tokenizer = load(resolved, adapter_path=str(adapter_path) if adapter_path else None)
+        model_obj, tokenizer = load(
+            resolved,
+            adapter_path=str(adapter_path) if adapter_path else None,
+            tokenizer_config={"trust_remote_code": trust_remote_code},
+            trust_remote_code=trust_remote_code,
+        )
     except (OSError, ValueError) as exc:
         # Hub look-ups and unsupported architectures explain themselves over several lines.
         reason = " ".join(str(exc).split()) or type(exc).__name__
+        if "trust_remote_code" in reason:
+            raise ValueError(
+                f"model {resolved!r} ships Python code that would run on loading; pass --trust-remote-code "
+                "if you trust it"
+            ) from None
         raise FileNotFoundError(f"cannot load model {resolved!r}: {reason}") from None
     model_obj.eval()
     return model_obj, tokenizer

@@ -47,15 +47,16 @@ from slearn_mlx.train import ADAPTER_CONFIG, ADAPTER_FILE, CHECKPOINT_FILE, Trai
 class SharedModel:
     """Loads the run's model on first use and keeps it for the following stages."""
 
-    def __init__(self, name: str | None):
+    def __init__(self, name: str | None, trust_remote_code: bool = False):
         self.name = name
+        self.trust_remote_code = trust_remote_code
         self._loaded = None
         self.load_seconds = 0.0
 
     def get(self):
         if self._loaded is None:
             start = time.perf_counter()
-            self._loaded = load_model(self.name)
+            self._loaded = load_model(self.name, trust_remote_code=self.trust_remote_code)
             self.load_seconds = time.perf_counter() - start
         return self._loaded
 
@@ -72,7 +73,9 @@ def judge_for(config: RunConfig, models: SharedModel) -> Iterator[Judge | None]:
         yield None
         return
     separate = grade.judge_model is not None
-    model, tokenizer = load_model(grade.judge_model) if separate else models.get()
+    model, tokenizer = (
+        load_model(grade.judge_model, trust_remote_code=config.trust_remote_code) if separate else models.get()
+    )
     judge = Judge(model, tokenizer, grade.judge_mode, grade.judge_template, grade.cot_max_tokens)
     del model, tokenizer
     try:
@@ -276,7 +279,7 @@ def run_pipeline(
         load_items(config.test)
     if force:
         start_over(run, config, STAGES[0])
-    models = SharedModel(config.model)
+    models = SharedModel(config.model, config.trust_remote_code)
     start = time.perf_counter()
     echo(str(stage_answer(run, config, models, progress=progress)))
     echo(str(stage_grade(run, config, models, progress=progress)))

@@ -19,6 +19,7 @@ flushed line by line, plus whole-file outputs written atomically (temp + rename)
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -60,11 +61,46 @@ class RunDir:
         return path
 
 
+_STORAGE_PROBLEMS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EFBIG: "the file size limit is reached",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+class StorageError(OSError):
+    """A run directory that cannot be written: full, read-only or not ours."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+@contextmanager
+def writing(path: Path):
+    """Turn a full disk or a read-only directory met while writing `path` into one clear StorageError."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _STORAGE_PROBLEMS:
+            raise
+        raise StorageError(
+            exc.errno,
+            f"cannot write {path}: {_STORAGE_PROBLEMS[exc.errno]}; make room or fix its permissions and run "
+            "the same command again (what is finished is kept)",
+        ) from None
+
+
 class RunInUse(OSError):
     """Another process holds the run directory."""
 
 
 _held_locks: dict[Path, int] = {}
+PARTIAL = ".partial-"  # in the names of files being written, until they are renamed into place
 
 
 def lock_run(run: RunDir) -> None:
@@ -76,8 +112,9 @@ def lock_run(run: RunDir) -> None:
     root = run.root.resolve()
     if root in _held_locks:
         return
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    with writing(root / ".lock"):
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -89,6 +126,9 @@ def lock_run(run: RunDir) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     _held_locks[root] = fd
+    # Nobody else writes here now: temporary files are what a killed process left half written.
+    for stale in root.rglob(f".*{PARTIAL}*"):
+        stale.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -98,13 +138,14 @@ def atomic_file(path: Path, mode: str = "w"):
     It is written beside `path` (so the rename is atomic), synced, then renamed
     into place; on any error the temporary file is removed and `path` is untouched.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{PARTIAL}", dir=path.parent)
     umask = os.umask(0)
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would surprise a user
     try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
+        with writing(path), os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -176,16 +217,20 @@ class RecordWriter:
     """Appends records to a stage file, one flushed line each."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(path, "a", encoding="utf-8")
+        self.path = path
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(path, "a", encoding="utf-8")
         self._writer = jsonlines.Writer(self._handle, flush=True, compact=True)
 
     def write(self, record: Record) -> None:
-        self._writer.write(record.to_json())
+        with writing(self.path):
+            self._writer.write(record.to_json())
 
     def close(self) -> None:
-        self._writer.close()
-        self._handle.close()
+        with writing(self.path):
+            self._writer.close()
+            self._handle.close()
 
     def __enter__(self):
         return self

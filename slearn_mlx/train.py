@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from slearn_mlx.progress import progress_bar
-from slearn_mlx.runs import write_json_atomic, write_jsonl_atomic
+from slearn_mlx.runs import atomic_file, write_json_atomic, write_jsonl_atomic
 
 ADAPTER_FILE = "adapters.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -221,11 +220,8 @@ def _save_checkpoint(path: Path, model, optimizer, state: TrainState, best: dict
     arrays = {f"adapter/{k}": v for k, v in tree_flatten(model.trainable_parameters())}
     arrays |= {f"optimizer/{k}": v for k, v in tree_flatten(optimizer.state)}
     arrays |= {f"best/{k}": v for k, v in (best or {}).items()}
-    tmp = path.with_name(f".partial.{path.name}")
-    mx.save_safetensors(str(tmp), arrays, metadata={"state": json.dumps(asdict(state))})
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    with atomic_file(path, "wb") as handle:
+        mx.save_safetensors(handle, arrays, metadata={"state": json.dumps(asdict(state))})
 
 
 def _load_checkpoint(path: Path, key: str, model, optimizer) -> tuple[TrainState, dict | None] | None:
@@ -254,9 +250,8 @@ def _write_adapters(adapter_dir: Path, weights: dict) -> None:
     """Written last and atomically: an adapters file present means training finished."""
     import mlx.core as mx
 
-    tmp = adapter_dir / f".partial.{ADAPTER_FILE}"
-    mx.save_safetensors(str(tmp), weights)
-    os.replace(tmp, adapter_dir / ADAPTER_FILE)
+    with atomic_file(adapter_dir / ADAPTER_FILE, "wb") as handle:
+        mx.save_safetensors(handle, weights)
 
 
 def train_adapters(
@@ -381,7 +376,6 @@ def train_adapters(
             write_jsonl_atomic(train_dir / "losses.jsonl", state.history)
     model.eval()
 
-    adapter_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(adapter_dir / ADAPTER_CONFIG, settings | {"best_epoch": state.best_epoch})
     _write_adapters(adapter_dir, best if best is not None else dict(tree_flatten(model.trainable_parameters())))
     if best is not None:  # the model leaves with the adapters it saved
