@@ -120,6 +120,15 @@ LABELS = click.option(
 VALID_FRACTION = _setting(
     "--valid-fraction", "select__valid_fraction", float, "Share of selected pairs copied to valid.jsonl [0.1]."
 )
+REPLAY = _setting("--replay", "select__replay", float, "Share of the correctly answered pairs mixed back in [0].")
+UNCERTAIN = _setting(
+    "--uncertain", "select__uncertain", float, "Judge verdicts this close above the threshold count as unknown [0]."
+)
+MAX_ITEMS = _setting("--max-items", "select__max_items", int, "At most this many unknown pairs, hardest first.")
+ALL_ITEMS = click.option(
+    "--all", "select__all", is_flag=True, default=None, help="Train on every pair: the full fine-tuning baseline."
+)
+SELECT_OPTIONS = _options(VALID_FRACTION, REPLAY, UNCERTAIN, MAX_ITEMS, ALL_ITEMS)
 EPOCHS = _setting("--epochs", "train__epochs", int, "Passes over the selected pairs [3].")
 LEARNING_RATE = _setting("--learning-rate", "train__learning_rate", float, "Adam learning rate [2e-4].")
 RANK = _setting("--rank", "train__rank", int, "LoRA rank [8].")
@@ -213,14 +222,15 @@ def grade(out, config_file, force, quiet, calibrate, labels, show, **overrides):
 
 
 @cli.command()
-@_options(OUT, CONFIG, VALID_FRACTION)
+@_options(OUT, CONFIG, SELECT_OPTIONS)
 @user_errors
 def select(out, config_file, **overrides):
-    """Stage 3: write the wrongly answered pairs as mlx-lm train/valid files.
+    """Stage 3: write the pairs to train on (the wrongly answered ones, by default) as mlx-lm files.
 
     \b
     Example:
       slearn select --out runs/demo     # -> runs/demo/train/{train,valid}.jsonl
+      slearn select --out runs/demo --replay 0.2 --uncertain 0.1
     """
     _stage("select", out, config_file, False, True, overrides)
 
@@ -266,7 +276,7 @@ def evaluate(out, config_file, force, quiet, **overrides):
     TEMPLATE,
     MCQ_TEMPLATE,
     GRADE_OPTIONS,
-    VALID_FRACTION,
+    SELECT_OPTIONS,
     TRAIN_OPTIONS,
 )
 @_options(CALIBRATE, LABELS)

@@ -220,7 +220,7 @@ def stage_select(run: RunDir, config: RunConfig, *, progress: bool = True) -> Se
     lock_run(run)
     _check(run, config)
     save_config(run, config)
-    summary = select_unknown(items, grades, run.train_dir, config.select, config.answer)
+    summary = select_unknown(items, grades, run.train_dir, config.select, config.answer, config.grade.threshold)
     _record(run, "select", summary, n_selected=summary.n_selected)
     return summary
 

@@ -1,5 +1,11 @@
 """Stage 3: keep the pairs the model got wrong, as mlx-lm training files.
 
+Strategies: the wrongly answered pairs (the default); with `replay`, a share of
+the correctly answered ones mixed back in so training does not erase them; with
+`uncertain`, judge verdicts within that distance of the threshold count as
+unknown too; `max_items` caps the selection, hardest (lowest score) first; and
+`all` trains on every pair, the full fine-tuning baseline.
+
 The files use mlx-lm's chat format (`{"messages": [...]}`), so `mlx_lm.lora
 --data RUN/train` reads them as they are. The user turn is exactly the prompt
 the model answered, the assistant turn the reference answer.
@@ -20,25 +26,56 @@ from slearn_mlx.runs import write_jsonl_atomic
 @dataclass
 class SelectConfig:
     valid_fraction: float = 0.1  # share of the selected pairs copied to valid.jsonl to watch the loss
-    seed: int = 0  # picks the validation sample
+    seed: int = 0  # picks the validation sample and the replayed pairs
+    replay: float = 0.0  # share of the correctly answered pairs mixed back in
+    uncertain: float = 0.0  # judge verdicts within this distance of the threshold count as unknown
+    max_items: int | None = None  # at most this many unknown pairs, hardest (lowest score) first
+    all: bool = False  # every pair, right or wrong: full fine-tuning
 
     def problems(self) -> list[str]:
-        if not 0.0 <= self.valid_fraction <= 1.0:
-            return ["select.valid_fraction must be between 0 and 1"]
-        return []
+        out = []
+        for name in ("valid_fraction", "replay"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                out.append(f"select.{name} must be between 0 and 1")
+        if not 0.0 <= self.uncertain <= 1.0:
+            out.append("select.uncertain must be between 0 and 1")
+        if self.max_items is not None and self.max_items < 1:
+            out.append("select.max_items must be at least 1")
+        return out
+
+    @property
+    def strategy(self) -> str:
+        """A short name for reports: wrong, wrong+uncertain0.1+replay0.2+max100, all."""
+        if self.all:
+            return "all"
+        parts = ["wrong"]
+        parts += [f"uncertain{self.uncertain:g}"] if self.uncertain else []
+        parts += [f"replay{self.replay:g}"] if self.replay else []
+        parts += [f"max{self.max_items}"] if self.max_items else []
+        return "+".join(parts)
 
 
 @dataclass(frozen=True)
 class SelectSummary:
     n_items: int
-    n_selected: int
+    n_selected: int  # pairs in train.jsonl
     n_valid: int
     seconds: float
+    strategy: str = "wrong"
+    n_wrong: int = 0  # graded wrong
+    n_uncertain: int = 0  # graded right, but close enough to the threshold to count as unknown
+    n_replay: int = 0  # graded right, mixed back in
 
     def __str__(self) -> str:
         share = 100.0 * self.n_selected / self.n_items if self.n_items else 0.0
+        if self.strategy == "all":
+            what = "pairs (all)"
+        else:
+            extra = [f"{self.n_uncertain} uncertain"] if self.n_uncertain else []
+            extra += [f"{self.n_replay} replayed"] if self.n_replay else []
+            what = "wrongly answered pairs" + (f" ({', '.join(extra)})" if extra else "")
         return (
-            f"selected {self.n_selected} of {self.n_items} ({share:.1f}%) wrongly answered pairs "
+            f"selected {self.n_selected} of {self.n_items} ({share:.1f}%) {what} "
             f"for training, {self.n_valid} for validation, in {self.seconds:.1f} s"
         )
 
@@ -60,11 +97,12 @@ def select_unknown(
     train_dir: Path,
     config: SelectConfig = SelectConfig(),
     answer_config: AnswerConfig = AnswerConfig(),
+    threshold: float = 0.5,
 ) -> SelectSummary:
-    """Write train.jsonl (every wrongly answered pair) and valid.jsonl (a sample of them).
+    """Write train.jsonl (the pairs the strategy picks) and valid.jsonl (a sample of them).
 
-    Every wrong pair is trained on: the validation file is a copy of some of them,
-    for watching the loss, not a held-out split.
+    Every selected pair is trained on: the validation file is a copy of some of
+    them, for watching the loss, not a held-out split.
     """
     start = time.perf_counter()
     ungraded = [item.id for item in items if item.id not in grades]
@@ -72,11 +110,35 @@ def select_unknown(
         raise ValueError(
             f"{len(ungraded)} of {len(items)} items are not graded (first: {ungraded[0]}); run `slearn grade` first"
         )
-    wrong = [item for item in items if not grades[item.id].correct]
+    rng = random.Random(config.seed)
+    n_wrong = sum(1 for item in items if not grades[item.id].correct)
+    unsure: set[str] = set()
+    replayed: list[QAItem] = []
+    if config.all:
+        chosen = list(items)
+    else:
+        unsure = {item.id for item in items if _uncertain(grades[item.id], config.uncertain, threshold)}
+        unknown = [item for item in items if not grades[item.id].correct or item.id in unsure]
+        if config.max_items is not None:
+            # Hardest first: the lowest score is the surest wrong. Ties keep the file order.
+            unknown = sorted(unknown, key=lambda item: grades[item.id].score)[: config.max_items]
+        known = [item for item in items if grades[item.id].correct and item.id not in unsure]
+        replayed = rng.sample(known, round(config.replay * len(known)))
+        ids = {item.id for item in unknown + replayed}
+        unsure &= ids
+        chosen = [item for item in items if item.id in ids]
     n_valid = 0
-    if wrong and config.valid_fraction > 0:
-        n_valid = max(1, round(config.valid_fraction * len(wrong)))
-    valid = random.Random(config.seed).sample(wrong, n_valid)
-    write_jsonl_atomic(train_dir / "train.jsonl", (chat_example(item, answer_config) for item in wrong))
+    if chosen and config.valid_fraction > 0:
+        n_valid = max(1, round(config.valid_fraction * len(chosen)))
+    valid = rng.sample(chosen, n_valid)
+    write_jsonl_atomic(train_dir / "train.jsonl", (chat_example(item, answer_config) for item in chosen))
     write_jsonl_atomic(train_dir / "valid.jsonl", (chat_example(item, answer_config) for item in valid))
-    return SelectSummary(len(items), len(wrong), n_valid, time.perf_counter() - start)
+    return SelectSummary(
+        len(items), len(chosen), n_valid, time.perf_counter() - start, config.strategy, n_wrong, len(unsure),
+        len(replayed),
+    )  # fmt: skip
+
+
+def _uncertain(grade: Grade, band: float, threshold: float) -> bool:
+    """A judge's 'correct' too close to its threshold to be sure of."""
+    return band > 0 and grade.correct and grade.grader.startswith("judge") and grade.score < threshold + band

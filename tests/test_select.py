@@ -52,3 +52,39 @@ def test_needs_every_grade(tmp_path):
     del partial["3"]
     with pytest.raises(ValueError, match="run `slearn grade` first"):
         select_unknown(ITEMS, partial, tmp_path)
+
+
+def _ids(path):
+    return [json.loads(line)["id"] for line in path.read_text().splitlines()]
+
+
+def scored(scores: dict[str, float], threshold: float = 0.5) -> dict[str, Grade]:
+    """Judge grades: item i scored scores[i] (0.9 when not given)."""
+    return {
+        i.id: Grade(i.id, scores.get(i.id, 0.9) >= threshold, scores.get(i.id, 0.9), "judge-verdict") for i in ITEMS
+    }
+
+
+def test_strategies_pick_what_they_say(tmp_path):
+    g = scored({"1": 0.1, "2": 0.3, "3": 0.45, "4": 0.55, "5": 0.58})
+    run = lambda **kw: select_unknown(ITEMS, g, tmp_path, SelectConfig(valid_fraction=0, **kw), threshold=0.5)  # noqa: E731
+    assert run().n_selected == 3 and _ids(tmp_path / "train.jsonl") == ["1", "2", "3"]
+    # Verdicts "correct" within 0.1 of the threshold count as unknown.
+    summary = run(uncertain=0.1)
+    assert summary.n_uncertain == 2 and _ids(tmp_path / "train.jsonl") == ["1", "2", "3", "4", "5"]
+    # Hardest first: the lowest scores.
+    assert run(max_items=2).n_selected == 2 and _ids(tmp_path / "train.jsonl") == ["1", "2"]
+    # Replay: half of the 8 known pairs come back, seeded, in file order among the wrong ones.
+    summary = run(replay=0.5)
+    ids = _ids(tmp_path / "train.jsonl")
+    assert summary.n_replay == 4 and summary.n_selected == 7 and {"1", "2", "3"} <= set(ids)
+    assert ids == [i.id for i in ITEMS if i.id in ids]
+    assert run(replay=0.5, seed=1).n_replay == 4 and _ids(tmp_path / "train.jsonl") != ids
+    summary = run(all=True)
+    assert summary.n_selected == len(ITEMS) and summary.strategy == "all" and "(all)" in str(summary)
+    assert SelectConfig(uncertain=0.1, replay=0.2, max_items=50).strategy == "wrong+uncertain0.1+replay0.2+max50"
+
+
+def test_bad_strategy_settings_are_reported():
+    problems = SelectConfig(replay=1.5, uncertain=-0.1, max_items=0).problems()
+    assert len(problems) == 3
