@@ -308,7 +308,8 @@ def run(out, config_file, force, quiet, calibrate, labels, **overrides):
     summary = f"run done in {report['seconds']['total']:.1f} s: report in {run_dir.report}"
     if "base_accuracy" in report:
         adapted_text = "n/a" if adapted is None else f"{100 * adapted:.1f}%"
-        summary += f" (test accuracy base {100 * report['base_accuracy']:.1f}% -> adapted {adapted_text})"
+        retention = "" if report.get("retention") is None else f", retention {100 * report['retention']:.1f}%"
+        summary += f" (test accuracy base {100 * report['base_accuracy']:.1f}% -> adapted {adapted_text}{retention})"
     click.echo(summary)
 
 

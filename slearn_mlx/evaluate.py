@@ -1,7 +1,9 @@
-"""Stage 5: accuracy of the base model and of base + adapters on a held-out test file.
+"""Stage 5: accuracy of the base model and of base + adapters on a held-out test file,
+and retention: the adapted model's accuracy on the training items the base model
+already answered correctly.
 
-Both are graded by the same grader; with the judge grader the judge is the base
-model for both, so only the answers change between the two columns.
+All are graded by the same grader; with the judge grader the judge is the base
+model for all, so only the answers change between the columns.
 """
 
 from __future__ import annotations
@@ -27,13 +29,18 @@ class EvalSummary:
     adapted_accuracy: float | None
     grader: str
     seconds: float
+    retention: float | None = None  # adapted accuracy on the training items the base model knew
+    n_known: int = 0
 
     def __str__(self) -> str:
         head = f"evaluated {self.n_test} test items with {self.grader}: base {100 * self.base_accuracy:.1f}%"
         if self.adapted_accuracy is None:
             return f"{head}, no adapters to compare, in {self.seconds:.1f} s"
         delta = 100 * (self.adapted_accuracy - self.base_accuracy)
-        return f"{head} -> adapted {100 * self.adapted_accuracy:.1f}% ({delta:+.1f} points) in {self.seconds:.1f} s"
+        kept = f", retention {100 * self.retention:.1f}% of {self.n_known} known" if self.retention is not None else ""
+        return (
+            f"{head} -> adapted {100 * self.adapted_accuracy:.1f}% ({delta:+.1f} points){kept} in {self.seconds:.1f} s"
+        )
 
 
 def accuracy(items: list[QAItem], grades: dict[str, Grade]) -> float:
@@ -51,8 +58,10 @@ def evaluate_adapters(
     *,
     make_judge: Callable[[], ContextManager[Judge | None]] = nullcontext,
     progress: bool = True,
+    known_items: list[QAItem] | None = None,
 ) -> EvalSummary:
-    """Answer and grade the test items with the base model, then with the adapters in adapter_dir.
+    """Answer and grade the test items with the base model, then with the adapters in adapter_dir,
+    and the `known_items` (training items the base model got right) with the adapters: retention.
 
     `make_judge` gives the judge for judge graders; it is entered after the
     adapters are removed again, so a self-judge is the base model.
@@ -62,25 +71,28 @@ def evaluate_adapters(
     start = time.perf_counter()
     has_adapters = adapter_dir is not None and (adapter_dir / ADAPTER_FILE).exists()
     remove_lora_layers(model)  # the base model, whatever was trained on it in this process
-    variants = ["base", "adapted"] if has_adapters else ["base"]
+    variants = {"base": test_items}
+    if has_adapters:
+        variants["adapted"] = test_items
+        if known_items:
+            variants["retention"] = known_items
 
-    for variant in variants:
+    for variant, items in variants.items():
         if variant == "adapted":
             load_adapters(model, str(adapter_dir))
             model.eval()
-        answer_items(
-            model, tokenizer, test_items, eval_dir / f"{variant}_answers.jsonl", answer_config, progress=progress
-        )
+        answer_items(model, tokenizer, items, eval_dir / f"{variant}_answers.jsonl", answer_config, progress=progress)
     if has_adapters:
         remove_lora_layers(model)
 
     results = {}
     with make_judge() as judge:
-        for variant in variants:
+        for variant, items in variants.items():
             answers = read_records(eval_dir / f"{variant}_answers.jsonl", Answer)
             grades_path = eval_dir / f"{variant}_grades.jsonl"
-            grade_answers(test_items, answers, grades_path, grade_config, judge=judge, progress=progress)
-            results[variant] = accuracy(test_items, read_records(grades_path, Grade))
+            grade_answers(items, answers, grades_path, grade_config, judge=judge, progress=progress)
+            results[variant] = accuracy(items, read_records(grades_path, Grade))
     return EvalSummary(
-        len(test_items), results["base"], results.get("adapted"), grade_config.grader, time.perf_counter() - start
-    )
+        len(test_items), results["base"], results.get("adapted"), grade_config.grader, time.perf_counter() - start,
+        results.get("retention"), len(known_items or []) if "retention" in results else 0,
+    )  # fmt: skip

@@ -236,8 +236,9 @@ def stage_train(run: RunDir, config: RunConfig, models: SharedModel, *, progress
     # stays: train_adapters resumes it only if it comes from this very training (same data and config).
     lock_run(run)
     shutil.rmtree(run.adapters, ignore_errors=True)
-    for stale in run.eval_dir.glob("adapted_*.jsonl"):
-        stale.unlink()
+    for variant in ("adapted", "retention"):
+        for stale in run.eval_dir.glob(f"{variant}_*.jsonl"):
+            stale.unlink()
     model, tokenizer = models.get()
     _begin(run, config, "train")
     summary = train_adapters(
@@ -251,15 +252,19 @@ def stage_train(run: RunDir, config: RunConfig, models: SharedModel, *, progress
 def stage_evaluate(run: RunDir, config: RunConfig, models: SharedModel, *, progress: bool = True) -> EvalSummary:
     _check(run, config)
     test_items = _items(config.test, "--test")
+    known = None
+    if run.grades.exists():  # the training items the base model answered right: retention is measured on them
+        grades = read_records(run.grades, Grade, repair=False)
+        known = [item for item in load_run_items(run) if item.id in grades and grades[item.id].correct]
     model, tokenizer = models.get()
     _begin(run, config, "evaluate")
     summary = evaluate_adapters(
         model, tokenizer, test_items, run.eval_dir, run.adapters, config.answer, config.grade,
-        make_judge=lambda: judge_for(config, models), progress=progress,
+        make_judge=lambda: judge_for(config, models), progress=progress, known_items=known,
     )  # fmt: skip
     _record(
         run, "evaluate", summary, test=str(config.test), n_test=len(test_items),
-        base_accuracy=summary.base_accuracy, adapted_accuracy=summary.adapted_accuracy,
+        base_accuracy=summary.base_accuracy, adapted_accuracy=summary.adapted_accuracy, retention=summary.retention,
     )  # fmt: skip
     return summary
 

@@ -185,3 +185,16 @@ def test_bad_templates_and_labels_are_one_line(runner, tiny_model, qa_file, tmp_
     labels.write_text('{"id": "x", "correct": "yes"}\n')
     result = runner.invoke(cli, ["grade", "--out", out, "--calibrate", "--labels", str(labels), "--quiet"])
     assert result.exit_code == 1 and "labels.jsonl:1: field 'correct'" in result.output
+
+
+def test_all_trains_every_pair_and_evaluate_reports_retention(runner, tiny_model, qa_file, tmp_path):
+    out = tmp_path / "run"
+    # Threshold 0: the judge accepts every answer, so every training item is known; --all still trains on them.
+    output = invoke(runner, ["run", "--data", str(qa_file), "--test", str(qa_file), "--model", tiny_model,
+                             "--out", str(out), "--threshold", "0", "--all", *FAST])  # fmt: skip
+    assert "selected 6 of 6 (100.0%) pairs (all)" in output
+    assert "retention" in output and "of 6 known" in output
+    report = json.loads((out / "report.json").read_text())
+    assert 0.0 <= report["retention"] <= 1.0 and report["stages"]["select"]["strategy"] == "all"
+    retention = [json.loads(line) for line in (out / "eval" / "retention_grades.jsonl").read_text().splitlines()]
+    assert len(retention) == 6 and report["retention"] == sum(g["correct"] for g in retention) / 6
