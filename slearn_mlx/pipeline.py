@@ -136,6 +136,12 @@ def _check(run: RunDir, config: RunConfig) -> None:
 
 
 def _record(run: RunDir, stage: str, summary, **totals) -> None:
+    """Put a stage's summary and time in report.json; a rerun that found everything done keeps the
+    time of the call that did the work."""
+    report = read_json(run.report) if run.report.exists() else {}
+    if getattr(summary, "n_new", None) == 0 and stage in report.get("stages", {}):
+        update_report(run, **totals)
+        return
     update_report(run, stages={stage: asdict(summary)}, seconds={stage: round(summary.seconds, 3)}, **totals)
 
 
