@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from slearn_mlx.data import DataError, iter_jsonl
+from slearn_mlx.data import DataError, iter_jsonl, quoted
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,7 @@ def calibrate(scores: list[float], labels: list[bool], threshold: float, label_s
 def read_labels(path: str | Path) -> dict[str, bool]:
     """A user's own labels: JSONL lines of {"id": ..., "correct": true/false}."""
     labels: dict[str, bool] = {}
+    first_line: dict[str, int] = {}
     for line_no, obj in iter_jsonl(path):
         if not isinstance(obj, dict):
             raise DataError(path, line_no, None, f"expected a JSON object, got {type(obj).__name__}")
@@ -97,7 +98,14 @@ def read_labels(path: str | Path) -> dict[str, bool]:
             raise DataError(path, line_no, "id", "missing, or not a string or an integer")
         if not isinstance(obj.get("correct"), bool):
             raise DataError(path, line_no, "correct", "missing, or not true/false")
-        labels[str(item_id)] = obj["correct"]
+        item_id = str(item_id)
+        # Two labels for one answer (say, two label files pasted together) would silently keep the last.
+        if item_id in first_line:
+            raise DataError(
+                path, line_no, "id", f"duplicate id {quoted(item_id)} (first on line {first_line[item_id]})"
+            )
+        first_line[item_id] = line_no
+        labels[item_id] = obj["correct"]
     if not labels:
         raise DataError(path, None, None, "no labels (the file is empty)")
     return labels

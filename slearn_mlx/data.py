@@ -12,6 +12,7 @@ Items without an `"id"` get a stable one from a hash of their content.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import re
 from pathlib import Path
@@ -35,6 +36,22 @@ class DataError(ValueError):
         self.path, self.line, self.field, self.problem = str(path), line, field, problem
 
 
+def quoted(value: str) -> str:
+    """A user's value quoted in a message: on one line, and short even when the value is not."""
+    return repr(value if len(value) <= 40 else value[:40] + "...")
+
+
+def _encodable(value: str, field: str, path, line: int) -> str:
+    # JSON can escape a lone surrogate ("\\ud800"); it would fail later, when items.jsonl is written.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(
+            path, line, field, "holds an unpaired surrogate escape (\\ud800-\\udfff); fix the text"
+        ) from None
+    return value
+
+
 def _text(obj: dict, field: str, path, line: int, *, required: bool = True) -> str | None:
     if field not in obj or obj[field] is None:
         if required:
@@ -43,6 +60,7 @@ def _text(obj: dict, field: str, path, line: int, *, required: bool = True) -> s
     value = obj[field]
     if not isinstance(value, str):
         raise DataError(path, line, field, f"expected a string, got {type(value).__name__}")
+    _encodable(value, field, path, line)
     if required and not value.strip():
         raise DataError(path, line, field, "empty")
     return value
@@ -54,24 +72,29 @@ def _options(value: Any, path, line: int) -> dict[str, str] | None:
     if isinstance(value, dict):
         options = {}
         for key, text in value.items():
-            if not (isinstance(key, str) and len(key) == 1 and key.isalpha()):
-                raise DataError(path, line, "options", f"keys must be single letters, got {key!r}")
+            # ASCII only: "ß".upper() is "SS", and prompts and graders read options as A-Z.
+            if not (isinstance(key, str) and len(key) == 1 and key.isascii() and key.isalpha()):
+                raise DataError(path, line, "options", f"keys must be single letters A-Z, got {quoted(key)}")
             if not isinstance(text, str):
                 raise DataError(path, line, "options", f"option {key!r} must be a string")
-            options[key.upper()] = text
+            if key.upper() in options:
+                raise DataError(path, line, "options", f"option {key.upper()} is given twice")
+            options[key.upper()] = _encodable(text, "options", path, line)
     elif isinstance(value, list):
         if not all(isinstance(t, str) for t in value):
             raise DataError(path, line, "options", "a list of options must hold only strings")
         if len(value) > 26:
             raise DataError(path, line, "options", "more than 26 options")
-        options = {chr(ord("A") + i): t for i, t in enumerate(value)}
+        options = {chr(ord("A") + i): _encodable(t, "options", path, line) for i, t in enumerate(value)}
     elif isinstance(value, str):
         options = {}
         for part in value.strip().splitlines():
             match = _OPTION_LINE.match(part)
             if not match:
-                raise DataError(path, line, "options", f"cannot read option line {part[:40]!r} (expected 'A. text')")
-            options[match.group(1).upper()] = match.group(2).strip()
+                raise DataError(path, line, "options", f"cannot read option line {quoted(part)} (expected 'A. text')")
+            if match.group(1).upper() in options:
+                raise DataError(path, line, "options", f"option {match.group(1).upper()} is given twice")
+            options[match.group(1).upper()] = _encodable(match.group(2).strip(), "options", path, line)
     else:
         raise DataError(path, line, "options", f"expected an object, a list or a string, got {type(value).__name__}")
     if len(options) < 2:
@@ -89,6 +112,7 @@ def _chat_pair(obj: dict, path, line: int) -> tuple[str, str]:
         for key in ("role", "content"):
             if not isinstance(message.get(key), str):
                 raise DataError(path, line, f"messages[{i}].{key}", "missing or not a string")
+            _encodable(message[key], f"messages[{i}].{key}", path, line)
     if messages[-1]["role"] != "assistant":
         raise DataError(path, line, "messages", "the last message must be the assistant's reference answer")
     users = [m for m in messages[:-1] if m["role"] == "user"]
@@ -126,7 +150,7 @@ def parse_item(obj: Any, path, line: int) -> tuple[str | None, str, str, dict[st
     if item_id is not None:
         if isinstance(item_id, bool) or not isinstance(item_id, (str, int)):
             raise DataError(path, line, "id", f"expected a string or an integer, got {type(item_id).__name__}")
-        item_id = str(item_id)
+        item_id = _encodable(str(item_id), "id", path, line)
         if not item_id.strip():
             raise DataError(path, line, "id", "empty")
     return item_id, question, reference, options
@@ -140,26 +164,31 @@ def _content_id(question: str, reference: str, options: dict | None) -> str:
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
     """(line number, JSON value) for each non-blank line; DataError for an unreadable file or line."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(path, None, None, "file not found")
-    if path.is_dir():
-        raise DataError(path, None, None, "is a directory, not a JSONL file")
     line_no = 0
 
     def numbered(handle):
         # jsonlines skips blank lines, so the reader's own count is not the file's line.
         nonlocal line_no
         for line_no, raw in enumerate(handle, start=1):
-            yield raw
+            # A BOM alone on the first line (an "empty" file saved by some editors) is a blank line.
+            yield raw.removeprefix(codecs.BOM_UTF8) if line_no == 1 else raw
 
     try:
+        if not path.exists():
+            raise DataError(path, None, None, "file not found")
+        if path.is_dir():
+            raise DataError(path, None, None, "is a directory, not a JSONL file")
         with open(path, "rb") as handle, jsonlines.Reader(numbered(handle)) as reader:
             for obj in reader.iter(skip_empty=True):
                 yield line_no, obj
     except jsonlines.InvalidLineError as exc:
         raise DataError(path, line_no, None, str(exc).rsplit(" (line", 1)[0]) from None
+    except RecursionError:
+        # json raises it, not a ValueError, for deeply nested arrays or objects.
+        raise DataError(path, line_no, None, "JSON nested too deeply to read") from None
     except PermissionError:
-        raise DataError(path, None, None, "permission denied") from None
+        # Also from exists() when a parent directory cannot be searched.
+        raise DataError(path, None, None, "permission denied; check the file's permissions") from None
 
 
 def load_items(path: str | Path) -> list[QAItem]:
@@ -175,7 +204,7 @@ def load_items(path: str | Path) -> list[QAItem]:
             generated[base] = generated.get(base, 0) + 1
             item_id = base if generated[base] == 1 else f"{base}-{generated[base]}"
         if item_id in seen:
-            raise DataError(path, line_no, "id", f"duplicate id {item_id!r} (first on line {seen[item_id]})")
+            raise DataError(path, line_no, "id", f"duplicate id {quoted(item_id)} (first on line {seen[item_id]})")
         seen[item_id] = line_no
         items.append(QAItem(item_id, question, reference, options))
     if not items:

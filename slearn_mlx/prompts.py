@@ -56,25 +56,45 @@ def template_problem(template: str, fields: set[str], required: set[str] | None 
     """
     required = fields if required is None else required
     try:
-        used = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        parsed = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)]
     except ValueError as exc:
         return f"not a valid template ({exc}); write fields as {{question}} and a literal brace as {{{{"
+    used = {name for name, _, _ in parsed if name is not None}
     if used - fields:
-        return f"unknown field {{{sorted(used - fields)[0]}}}; the fields are " + ", ".join(
+        return f"unknown field {_field(sorted(used - fields)[0])}; the fields are " + ", ".join(
             f"{{{f}}}" for f in sorted(fields)
         )
+    # A spec or conversion ("{question:d}", "{question!x}", "{question:{x}}") would fail only when the
+    # prompt is formatted, after the model is loaded; plain fields cannot fail.
+    fancy = next((name for name, spec, conversion in parsed if name is not None and (spec or conversion)), None)
+    if fancy is not None:
+        return f"write the field {{{fancy}}} plainly, without a format spec (:...) or conversion (!...)"
     if required - used:
         return f"the template must use {{{sorted(required - used)[0]}}}"
     return None
+
+
+def _field(name: str) -> str:
+    """A field name as the user wrote it, kept on one short line."""
+    shown = f"{{{name}}}"
+    return shown if shown.isprintable() and len(shown) <= 40 else repr(shown[:40] + "...")
 
 
 def read_template(path: str | Path, fields: set[str], required: set[str] | None = None) -> str:
     """A prompt template from a text file, checked: a user's mistake is one clear line."""
     path = Path(path)
     try:
-        template = path.read_text(encoding="utf-8").strip("\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read the template ({exc})") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the template ({exc.strerror or exc})") from None
+    try:
+        # utf-8-sig: a BOM some editors write would otherwise start every prompt.
+        template = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"{path}:{line}: not valid UTF-8; save the template as UTF-8") from None
+    # Universal newlines, as a text-mode read would give: a CRLF file makes the same prompt.
+    template = template.replace("\r\n", "\n").replace("\r", "\n").strip("\n")
     problem = template_problem(template, fields, required)
     if problem:
         raise ValueError(f"{path}: {problem}")
