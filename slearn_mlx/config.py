@@ -50,11 +50,11 @@ def _merge(config: RunConfig, values: dict[str, Any], source: str, problems: lis
             updates = {}
             for name, v in value.items():
                 if name not in known:
-                    problems.append(f"{source}: unknown option '{key}.{name}'")
+                    problems.append(f"{source}: unknown option {_quoted(f'{key}.{name}')}")
                     continue
                 ok, v = _coerce(known[name].type, v)
                 if not ok:
-                    problems.append(f"{source}: '{key}.{name}' must be {known[name].type}, got {v!r}")
+                    problems.append(f"{source}: '{key}.{name}' must be {known[name].type}, got {_quoted(v)}")
                     continue
                 updates[name] = v
             top[key] = replace(stage, **updates)
@@ -69,8 +69,14 @@ def _merge(config: RunConfig, values: dict[str, Any], source: str, problems: lis
                 continue
             top[key] = value
         else:
-            problems.append(f"{source}: unknown option '{key}'")
+            problems.append(f"{source}: unknown option {_quoted(key)}")
     return replace(config, **top)
+
+
+def _quoted(key: Any) -> str:
+    """A key as it can be shown on one line: repr, cut to 40 characters."""
+    text = repr(key)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
@@ -113,13 +119,26 @@ def resolve_config(
     problems: list[str] = []
     config = RunConfig()
     if run.config.exists():
-        config = _merge(config, read_json(run.config), str(run.config), problems)
+        try:
+            saved = read_json(run.config)
+        except (OSError, ValueError) as exc:
+            raise ValueError(
+                f"{run.config}: cannot read the run's saved config ({_reason(exc)}); "
+                "delete it to start over, or use another --out"
+            ) from None
+        if not isinstance(saved, dict):
+            raise ValueError(
+                f"{run.config}: the run's saved config is not a mapping; delete it to start over, or use another --out"
+            )
+        config = _merge(config, saved, str(run.config), problems)
     if config_file is not None:
         path = Path(config_file)
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"{path}: cannot read the config file ({exc.__class__.__name__}: {exc})") from None
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+        except (OSError, ValueError, yaml.YAMLError, RecursionError) as exc:
+            # ValueError covers invalid UTF-8 and YAML values Python refuses (a 5,000-digit int, 2001-02-30);
+            # RecursionError, nesting deeper than the parser goes.
+            raise ValueError(f"{path}: cannot read the config file ({_reason(exc)})") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: a config file must be a mapping of options")
         config = _merge(config, loaded, str(path), problems)
@@ -128,6 +147,14 @@ def resolve_config(
     if problems:
         raise ValueError("invalid configuration: " + "; ".join(problems))
     return config
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception as a short single line."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text[:160]}"
 
 
 def save_config(run: RunDir, config: RunConfig) -> None:

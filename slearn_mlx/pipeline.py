@@ -163,8 +163,8 @@ def _items(path: str | None, option: str) -> list[QAItem]:
 
 
 def stage_answer(run: RunDir, config: RunConfig, models: SharedModel, *, progress: bool = True) -> AnswerSummary:
+    items = _items(config.data, "--data")  # bad data is reported before anything about the run or the model
     _check(run, config)
-    items = _items(config.data, "--data")
     model, tokenizer = models.get()
     _begin(run, config, "answer")
     save_items(run, items)

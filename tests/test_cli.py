@@ -198,3 +198,13 @@ def test_all_trains_every_pair_and_evaluate_reports_retention(runner, tiny_model
     assert 0.0 <= report["retention"] <= 1.0 and report["stages"]["select"]["strategy"] == "all"
     retention = [json.loads(line) for line in (out / "eval" / "retention_grades.jsonl").read_text().splitlines()]
     assert len(retention) == 6 and report["retention"] == sum(g["correct"] for g in retention) / 6
+
+
+@pytest.mark.parametrize("content", ["[1]\n", "{\n", "\xff"])
+def test_a_damaged_saved_config_is_one_line(runner, tmp_path, content):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(content, encoding="latin-1")
+    result = runner.invoke(cli, ["select", "--out", str(run)])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert "config.json" in result.output and "delete it" in result.output
