@@ -14,7 +14,6 @@ compares it with a threshold, which calibration can fit.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 from slearn_mlx.answer import encode_chat, render_options
 from slearn_mlx.prompts import DEFAULT_TEMPLATES, VERDICT_CUE
@@ -44,16 +43,6 @@ def _word_ids(tokenizer, words: tuple[str, ...]) -> list[int]:
     return ids
 
 
-def _output_projection(model) -> Callable | None:
-    """The final vocabulary projection of an mlx-lm model, if its layout is the usual one."""
-    if not hasattr(model, "model"):
-        return None
-    if getattr(model, "lm_head", None) is not None:
-        return model.lm_head
-    embed = getattr(model.model, "embed_tokens", None)
-    return embed.as_linear if embed is not None else None
-
-
 def last_token_logprobs(model, prompts: list[list[int]]):
     """Log-probabilities of the next token after each prompt, in one batched forward pass.
 
@@ -68,7 +57,9 @@ def last_token_logprobs(model, prompts: list[list[int]]):
     tokens = mx.array([p + [0] * (width - len(p)) for p in prompts])
     last = mx.array([n - 1 for n in lengths])
     rows = mx.arange(len(prompts))
-    project = _output_projection(model)
+    from slearn_mlx.models import output_projection
+
+    project = output_projection(model)
     if project is not None:
         logits = project(model.model(tokens)[rows, last])
     else:

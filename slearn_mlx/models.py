@@ -120,6 +120,22 @@ def load_model(model: str | None, adapter_path: str | Path | None = None, trust_
     return model_obj, tokenizer
 
 
+# Architectures whose logits are exactly the vocabulary projection of `model.model`'s output (no
+# scaling or soft-capping after it): for them only the positions that need logits are projected.
+PLAIN_HEADS = {"llama", "mistral", "qwen2", "qwen3", "phi3", "smollm3", "olmo2"}
+
+
+def output_projection(model):
+    """`model`'s final vocabulary projection when its logits are that projection of `model.model(tokens)`;
+    None for other layouts, which then go through `model(tokens)` whole."""
+    if getattr(model, "model_type", None) not in PLAIN_HEADS or not hasattr(model, "model"):
+        return None
+    if getattr(model, "lm_head", None) is not None:
+        return model.lm_head
+    embed = getattr(model.model, "embed_tokens", None)
+    return embed.as_linear if embed is not None else None
+
+
 # --------------------------------------------------------------------------- GGUF import
 
 

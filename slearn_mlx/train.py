@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -112,9 +113,15 @@ def batch_order(dataset, batch_size: int, rng: np.random.Generator | None = None
     return batches
 
 
-def make_batch(dataset, indices: list[int], max_seq_length: int):
-    """(tokens, [offset, length]) for the examples at `indices`, padded to a multiple of 32
-    so the compiled step sees few distinct shapes."""
+class Batch(NamedTuple):
+    tokens: Any  # (rows, width) token ids, zero-padded to a multiple of 32 so the compiled step sees few shapes
+    bounds: Any  # (rows, 2): [offset, length], the prompt's length and the example's, as mlx-lm's loss takes them
+    positions: Any  # (rows, window): the positions whose next token is scored, i.e. the answer's
+    scored: Any  # (rows, window): False where a row's window is only padding
+
+
+def make_batch(dataset, indices: list[int], max_seq_length: int) -> Batch:
+    """The examples at `indices` as one padded batch."""
     import mlx.core as mx
 
     examples = [dataset[i] for i in indices]
@@ -124,13 +131,45 @@ def make_batch(dataset, indices: list[int], max_seq_length: int):
     for row, ((tokens, _), n) in enumerate(zip(examples, lengths)):
         array[row, :n] = tokens[:n]
     bounds = [(offset, n) for (_, offset), n in zip(examples, lengths)]
-    return mx.array(array), mx.array(bounds)
+    # mlx-lm's loss scores targets t with offset <= t <= length (t < width); the logits for target t
+    # come from position t - 1. The window is padded to a multiple of 8, again for few shapes.
+    # A prompt longer than max_seq_length leaves nothing to score in its row.
+    spans = [(max(offset, 1), min(n, width - 1)) for offset, n in bounds]  # first and last target scored
+    counts = [max(last - first + 1, 0) for first, last in spans]
+    window = 8 * max(1, math.ceil(max(counts) / 8))
+    positions = np.zeros((len(indices), window), np.int32)
+    scored = np.zeros((len(indices), window), bool)
+    for row, ((first, _), count) in enumerate(zip(spans, counts)):
+        positions[row, :count] = np.arange(first - 1, first - 1 + count)
+        scored[row, :count] = True
+    return Batch(mx.array(array), mx.array(bounds), mx.array(positions), mx.array(scored))
 
 
 def iterate_batches(dataset, batch_size: int, max_seq_length: int, rng: np.random.Generator | None = None):
-    """Every example once, batched (see `batch_order`), as (tokens, [offset, length]) pairs."""
+    """Every example once, batched (see `batch_order`)."""
     for indices in batch_order(dataset, batch_size, rng):
         yield make_batch(dataset, indices, max_seq_length)
+
+
+def answer_loss(model, tokens, bounds, positions, scored):
+    """mlx-lm's `default_loss` (mean cross-entropy over the answer tokens, prompt masked), with the
+    vocabulary projection computed only where a token is scored: most positions are prompt, and the
+    projection is a large share of a small model's work per position."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx_lm.tuner.trainer import default_loss
+
+    from slearn_mlx.models import output_projection
+
+    project = output_projection(model)
+    if project is None:
+        return default_loss(model, tokens, bounds)
+    hidden = model.model(tokens[:, :-1])
+    logits = project(hidden[mx.arange(tokens.shape[0])[:, None], positions])
+    targets = mx.take_along_axis(tokens, positions + 1, axis=1)
+    ce = nn.losses.cross_entropy(logits, targets) * scored
+    n_tokens = scored.sum()
+    return ce.astype(mx.float32).sum() / n_tokens, n_tokens
 
 
 def add_lora_layers(model, config: TrainConfig) -> int:
@@ -180,11 +219,10 @@ def adapter_config(config: TrainConfig, num_layers: int, model_name: str | None,
 def mean_loss(model, dataset, batch_size: int, max_seq_length: int) -> float:
     """Mean loss per answer token over a dataset, without training."""
     import mlx.core as mx
-    from mlx_lm.tuner.trainer import default_loss
 
     total, count = mx.array(0.0), mx.array(0)
-    for tokens, bounds in iterate_batches(dataset, batch_size, max_seq_length):
-        loss, n = default_loss(model, tokens, bounds)
+    for batch in iterate_batches(dataset, batch_size, max_seq_length):
+        loss, n = answer_loss(model, *batch)
         total, count = total + loss * n, count + n
         mx.eval(total, count)
     return (total / count).item()
@@ -282,7 +320,6 @@ def train_adapters(
     import mlx.optimizers as optim
     from mlx.utils import tree_flatten
     from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
-    from mlx_lm.tuner.trainer import default_loss
 
     train_path = train_dir / "train.jsonl"
     if not train_path.exists():
@@ -305,12 +342,12 @@ def train_adapters(
     resumed = _load_checkpoint(checkpoint, key, model, optimizer)
     state, best = resumed if resumed else (TrainState(key), None)
     resumed_at = state.step
-    loss_and_grad = nn.value_and_grad(model, default_loss)
+    loss_and_grad = nn.value_and_grad(model, answer_loss)
     compiled_state = [model.state, optimizer.state, mx.random.state]
 
     @partial(mx.compile, inputs=compiled_state, outputs=compiled_state)
-    def step(tokens, bounds):
-        (loss, n_tokens), grad = loss_and_grad(model, tokens, bounds)
+    def step(*batch):
+        (loss, n_tokens), grad = loss_and_grad(model, *batch)
         optimizer.update(model, grad)
         return loss, n_tokens
 
@@ -339,12 +376,12 @@ def train_adapters(
             for indices in batches[state.batch :]:
                 if stop_after_steps is not None and state.step - resumed_at >= stop_after_steps:
                     return TrainSummary.skip(f"stopped after {stop_after_steps} steps")
-                tokens, bounds = make_batch(train_set, indices, config.max_seq_length)
-                loss, n_tokens = step(tokens, bounds)
+                batch = make_batch(train_set, indices, config.max_seq_length)
+                loss, n_tokens = step(*batch)
                 mx.eval(compiled_state, loss, n_tokens)
                 state.epoch_loss += loss.item() * n_tokens.item()
                 state.epoch_tokens += n_tokens.item()
-                state.n_seq_tokens += int(bounds[:, 1].sum().item())
+                state.n_seq_tokens += int(batch.bounds[:, 1].sum().item())
                 state.step_losses.append(round(loss.item(), 6))
                 state.batch += 1
                 state.step += 1

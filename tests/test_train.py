@@ -69,10 +69,28 @@ def test_batches_cover_every_example_each_epoch():
     dataset = [([1] * n, 1) for n in (3, 9, 4, 40, 7)]
     rng = np.random.default_rng(0)
     seen = []
-    for tokens, bounds in iterate_batches(dataset, 2, 64, rng):
-        assert tokens.shape[1] % 32 == 0 or tokens.shape[1] == 64
-        seen += [int(n) for _, n in bounds.tolist()]
+    for batch in iterate_batches(dataset, 2, 64, rng):
+        assert batch.tokens.shape[1] % 32 == 0 or batch.tokens.shape[1] == 64
+        seen += [int(n) for _, n in batch.bounds.tolist()]
     assert sorted(seen) == sorted(len(t) for t, _ in dataset)
+
+
+@pytest.mark.parametrize("max_seq_length", [1024, 40])  # 40: answers cut short
+def test_answer_loss_equals_mlx_lm_default_loss(tiny_model, tmp_path, max_seq_length):
+    from mlx_lm.tuner.trainer import default_loss
+
+    from slearn_mlx.train import answer_loss, make_batch
+
+    model, tokenizer = load_model(tiny_model)
+    write_train_dir(tmp_path, 7)
+    rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    rows[3]["messages"][1]["content"] = "a much longer answer than the others, " * 3
+    dataset = CacheDataset(ChatDataset(rows, tokenizer, mask_prompt=True))
+    batch = make_batch(dataset, list(range(7)), max_seq_length)
+    loss, n = answer_loss(model, *batch)
+    expected_loss, expected_n = default_loss(model, batch.tokens, batch.bounds)
+    assert n.item() == expected_n.item() > 0
+    assert loss.item() == pytest.approx(expected_loss.item(), rel=1e-5)
 
 
 @pytest.mark.parametrize("tool", ["fuse", "generate"])
