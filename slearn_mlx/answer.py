@@ -90,6 +90,9 @@ def answer_items(
     done = read_records(out_path, Answer)
     n_todo = sum(item.id not in done for item in items)
     prompts = {item.id: encode_chat(tokenizer, question_text(item, config)) for item in items}
+    # The chat template's system turn starts every prompt: its keys and values are computed once.
+    shared = shared_prefix(list(prompts.values())) if n_todo else 0
+    caches = prefix_cache(model, next(iter(prompts.values()))[:shared]) if shared else None
     sampler = make_sampler(temp=config.temperature)
     n_tokens = 0
     with RecordWriter(out_path) as writer, progress_bar(n_todo, "answer", progress) as bar:
@@ -97,7 +100,8 @@ def answer_items(
             response = batch_generate(
                 model,
                 tokenizer,
-                [prompts[item.id] for item in batch],
+                [prompts[item.id][shared:] for item in batch],
+                prompt_caches=[caches] * len(batch) if caches else None,
                 max_tokens=config.max_tokens,
                 sampler=sampler,
                 completion_batch_size=len(batch),
@@ -110,3 +114,27 @@ def answer_items(
                     n_tokens += len(ids)
                     bar.update(1)
     return AnswerSummary(len(items), n_todo, n_tokens, time.perf_counter() - start)
+
+
+MIN_SHARED_PREFIX = 8  # tokens; below this the saved work is smaller than the cache's overhead
+
+
+def shared_prefix(prompts: list[list[int]]) -> int:
+    """Length of the token prefix every prompt starts with, leaving at least one token of each;
+    0 when it is too short to be worth caching."""
+    shortest = min(len(p) for p in prompts) - 1
+    n = 0
+    while n < shortest and all(p[n] == prompts[0][n] for p in prompts):
+        n += 1
+    return n if n >= MIN_SHARED_PREFIX else 0
+
+
+def prefix_cache(model, prefix: list[int]) -> list:
+    """The model's KV cache after reading `prefix`; batch_generate copies it for each prompt."""
+    import mlx.core as mx
+    from mlx_lm.models.cache import make_prompt_cache
+
+    cache = make_prompt_cache(model)
+    model(mx.array(prefix)[None], cache=cache)
+    mx.eval([c.state for c in cache])
+    return cache

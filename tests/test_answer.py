@@ -52,3 +52,21 @@ def test_multiple_choice_prompt_lists_options(qa_file, tiny_loaded):
     assert "A. Mars" in text and "C. Venus" in text and "letter" in text
     _, tokenizer = tiny_loaded
     assert encode_chat(tokenizer, text)[-1] != tokenizer.eos_token_id
+
+
+def test_the_shared_prompt_prefix_is_computed_once_without_changing_answers(
+    tiny_loaded, qa_file, tmp_path, monkeypatch
+):
+    from slearn_mlx import answer
+
+    model, tokenizer = tiny_loaded
+    items = load_items(qa_file)
+    # A common opening, as a chat template's system turn gives real models.
+    config = AnswerConfig(max_tokens=6, batch_size=4, template="Answer briefly and precisely: {question}",
+                          mcq_template="Answer briefly and precisely: {question}\n{options}")  # fmt: skip
+    prompts = [encode_chat(tokenizer, question_text(item, config)) for item in items]
+    assert answer.shared_prefix(prompts) >= answer.MIN_SHARED_PREFIX
+    answer_items(model, tokenizer, items, tmp_path / "cached.jsonl", config, progress=False)
+    monkeypatch.setattr(answer, "MIN_SHARED_PREFIX", 10**6)
+    answer_items(model, tokenizer, items, tmp_path / "whole.jsonl", config, progress=False)
+    assert (tmp_path / "cached.jsonl").read_text() == (tmp_path / "whole.jsonl").read_text()
