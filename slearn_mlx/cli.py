@@ -129,7 +129,14 @@ MAX_ITEMS = _setting("--max-items", "select__max_items", int, "At most this many
 ALL_ITEMS = click.option(
     "--all", "select__all", is_flag=True, default=None, help="Train on every pair: the full fine-tuning baseline."
 )
-SELECT_OPTIONS = _options(VALID_FRACTION, REPLAY, UNCERTAIN, MAX_ITEMS, ALL_ITEMS)
+REPLAY_OWN = click.option(
+    "--replay-own",
+    "select__own",
+    is_flag=True,
+    default=None,
+    help="Replayed pairs teach the model's own correct answer instead of the reference.",
+)
+SELECT_OPTIONS = _options(VALID_FRACTION, REPLAY, REPLAY_OWN, UNCERTAIN, MAX_ITEMS, ALL_ITEMS)
 EPOCHS = _setting("--epochs", "train__epochs", int, "Passes over the selected pairs [3].")
 LEARNING_RATE = _setting("--learning-rate", "train__learning_rate", float, "Adam learning rate [2e-4].")
 RANK = _setting("--rank", "train__rank", int, "LoRA rank [8].")

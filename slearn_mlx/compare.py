@@ -30,7 +30,7 @@ from slearn_mlx.select import SelectConfig
 from slearn_mlx.train import read_chat_rows
 
 DEFAULT_STRATEGIES = ("all", "wrong", "wrong+replay0.2")
-_PART = re.compile(r"^(uncertain|replay|max)(\d+(?:\.\d*)?)$")
+_PART = re.compile(r"^(uncertain|replay|max)(\d+(?:\.\d*)?)$|^(own)$")
 # Files a strategy's run directory starts from: the base model's work, done once.
 SHARED = ("config.json", "fingerprint.json", "items.jsonl", "answers.jsonl", "grades.jsonl", "calibration.json",
           "eval/base_answers.jsonl", "eval/base_grades.jsonl")  # fmt: skip
@@ -40,19 +40,21 @@ def parse_strategy(text: str, base: SelectConfig = SelectConfig()) -> SelectConf
     """'all', 'wrong', or 'wrong' joined with '+' to uncertainN, replayN, maxN (e.g. 'wrong+replay0.2+max100')."""
     text = text.strip()
     if text == "all":
-        return replace(base, all=True, replay=0.0, uncertain=0.0, max_items=None)
+        return replace(base, all=True, replay=0.0, uncertain=0.0, max_items=None, own=False)
     first, *parts = text.split("+")
     if first != "wrong":
         raise ValueError(
             f"unknown strategy {text!r}: use all, wrong, or wrong+replay0.2, wrong+uncertain0.1, wrong+max100"
         )
-    settings: dict = {"all": False, "replay": 0.0, "uncertain": 0.0, "max_items": None}
+    settings: dict = {"all": False, "replay": 0.0, "uncertain": 0.0, "max_items": None, "own": False}
     for part in parts:
         match = _PART.match(part)
         if not match:
-            raise ValueError(f"unknown part {part!r} in strategy {text!r}: use replayN, uncertainN or maxN")
-        name, value = match.groups()
-        if name == "max":
+            raise ValueError(f"unknown part {part!r} in strategy {text!r}: use replayN, own, uncertainN or maxN")
+        name, value, own = match.groups()
+        if own:
+            settings["own"] = True
+        elif name == "max":
             settings["max_items"] = int(float(value))
         else:
             settings[name] = float(value)

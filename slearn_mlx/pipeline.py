@@ -226,7 +226,10 @@ def stage_select(run: RunDir, config: RunConfig, *, progress: bool = True) -> Se
     lock_run(run)
     _check(run, config)
     save_config(run, config)
-    summary = select_unknown(items, grades, run.train_dir, config.select, config.answer, config.grade.threshold)
+    answers = read_records(run.answers, Answer) if config.select.own else None
+    summary = select_unknown(
+        items, grades, run.train_dir, config.select, config.answer, config.grade.threshold, answers
+    )
     _record(run, "select", summary, n_selected=summary.n_selected)
     return summary
 

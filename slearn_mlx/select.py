@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slearn_mlx.answer import AnswerConfig, question_text
-from slearn_mlx.records import Grade, QAItem
+from slearn_mlx.records import Answer, Grade, QAItem
 from slearn_mlx.runs import write_jsonl_atomic
 
 
@@ -31,6 +31,7 @@ class SelectConfig:
     uncertain: float = 0.0  # judge verdicts within this distance of the threshold count as unknown
     max_items: int | None = None  # at most this many unknown pairs, hardest (lowest score) first
     all: bool = False  # every pair, right or wrong: full fine-tuning
+    own: bool = False  # replayed pairs teach the model's own correct answer, not the reference
 
     def problems(self) -> list[str]:
         out = []
@@ -51,6 +52,7 @@ class SelectConfig:
         parts = ["wrong"]
         parts += [f"uncertain{self.uncertain:g}"] if self.uncertain else []
         parts += [f"replay{self.replay:g}"] if self.replay else []
+        parts += ["own"] if self.own and self.replay else []
         parts += [f"max{self.max_items}"] if self.max_items else []
         return "+".join(parts)
 
@@ -80,13 +82,14 @@ class SelectSummary:
         )
 
 
-def chat_example(item: QAItem, answer_config: AnswerConfig = AnswerConfig()) -> dict:
-    """One training pair: the prompt exactly as the model was asked, and the reference answer."""
+def chat_example(item: QAItem, answer_config: AnswerConfig = AnswerConfig(), target: str | None = None) -> dict:
+    """One training pair: the prompt exactly as the model was asked, and the reference answer
+    (or `target`, another answer to teach)."""
     return {
         "id": item.id,
         "messages": [
             {"role": "user", "content": question_text(item, answer_config)},
-            {"role": "assistant", "content": item.reference_text},
+            {"role": "assistant", "content": item.reference_text if target is None else target},
         ],
     }
 
@@ -98,6 +101,7 @@ def select_unknown(
     config: SelectConfig = SelectConfig(),
     answer_config: AnswerConfig = AnswerConfig(),
     threshold: float = 0.5,
+    answers: dict[str, Answer] | None = None,
 ) -> SelectSummary:
     """Write train.jsonl (the pairs the strategy picks) and valid.jsonl (a sample of them).
 
@@ -131,8 +135,12 @@ def select_unknown(
     if chosen and config.valid_fraction > 0:
         n_valid = max(1, round(config.valid_fraction * len(chosen)))
     valid = rng.sample(chosen, n_valid)
-    write_jsonl_atomic(train_dir / "train.jsonl", (chat_example(item, answer_config) for item in chosen))
-    write_jsonl_atomic(train_dir / "valid.jsonl", (chat_example(item, answer_config) for item in valid))
+    # With `own`, a replayed pair keeps the answer the model gave (graded correct): training on the
+    # unknown pairs then does not also change how the model phrases what it already knew.
+    own = {item.id: answers[item.id].text for item in replayed} if config.own and answers else {}
+    example = lambda item: chat_example(item, answer_config, own.get(item.id))  # noqa: E731
+    write_jsonl_atomic(train_dir / "train.jsonl", (example(item) for item in chosen))
+    write_jsonl_atomic(train_dir / "valid.jsonl", (example(item) for item in valid))
     return SelectSummary(
         len(items), len(chosen), n_valid, time.perf_counter() - start, config.strategy, n_wrong, len(unsure),
         len(replayed),

@@ -88,3 +88,16 @@ def test_strategies_pick_what_they_say(tmp_path):
 def test_bad_strategy_settings_are_reported():
     problems = SelectConfig(replay=1.5, uncertain=-0.1, max_items=0).problems()
     assert len(problems) == 3
+
+
+def test_replay_own_teaches_the_models_own_correct_answer(tmp_path):
+    from slearn_mlx.records import Answer
+
+    g = scored({"1": 0.1})
+    answers = {i.id: Answer(i.id, f"In my words: answer {i.id}", 3) for i in ITEMS}
+    config = SelectConfig(valid_fraction=0, replay=1.0, own=True)
+    summary = select_unknown(ITEMS, g, tmp_path, config, threshold=0.5, answers=answers)
+    rows = {json.loads(line)["id"]: json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()}
+    assert summary.n_replay == len(ITEMS) - 1 and config.strategy == "wrong+replay1+own"
+    assert rows["1"]["messages"][1]["content"] == "answer 1"  # the wrong one learns the reference
+    assert rows["2"]["messages"][1]["content"] == "In my words: answer 2"
