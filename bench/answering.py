@@ -20,14 +20,14 @@ Needs torch for its column: `pip install torch==2.13.0`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from variants import report, run_variant
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "slearn_mlx" / "datasets" / "medmcqa" / "train.jsonl"
@@ -122,23 +122,21 @@ def main() -> int:
     if opts.variant:
         import slearn_mlx  # noqa: F401  (OpenBLAS before mlx)
 
-        result = VARIANTS[opts.variant](opts.items, opts.max_tokens, opts.batch_size)
-        print("RESULT " + json.dumps(result))
+        report(VARIANTS[opts.variant](opts.items, opts.max_tokens, opts.batch_size))
         return 0
 
     results: dict[str, list[dict]] = {name: [] for name in VARIANTS}
     for repeat in range(opts.repeats):
         for name in VARIANTS:
-            child = subprocess.run(
-                [sys.executable, __file__, "--variant", name, "--items", str(opts.items), "--max-tokens",
-                 str(opts.max_tokens), "--batch-size", str(opts.batch_size)],
-                capture_output=True, text=True,
-            )  # fmt: skip
-            line = next((l for l in child.stdout.splitlines() if l.startswith("RESULT ")), None)
-            if line is None:
-                print(f"{name} failed:\n{child.stdout[-2000:]}\n{child.stderr[-3000:]}", file=sys.stderr)
-                return 1
-            result = json.loads(line[len("RESULT ") :])
+            args = [
+                "--items",
+                str(opts.items),
+                "--max-tokens",
+                str(opts.max_tokens),
+                "--batch-size",
+                str(opts.batch_size),
+            ]
+            result = run_variant(__file__, name, args)
             results[name].append(result)
             print(f"repeat {repeat}: {name:16s} {result['tokens']} tokens in {result['seconds']:.1f} s", flush=True)
 

@@ -45,7 +45,9 @@ def main() -> int:
         start = time.perf_counter()
         finish(run_args(model, data, root / "reference"))
         length = time.perf_counter() - start
-        print(f"uninterrupted run: {length:.1f} s ({opts.items} items); {opts.trials} trials of up to {opts.kills} kills")
+        print(
+            f"uninterrupted run: {length:.1f} s ({opts.items} items); {opts.trials} trials of up to {opts.kills} kills"
+        )
 
         kills_by_stage: Counter = Counter()
         exact_by_stage: Counter = Counter()

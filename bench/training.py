@@ -23,11 +23,12 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from variants import report, run_variant
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "slearn_mlx" / "datasets" / "medmcqa" / "train.jsonl"
@@ -197,8 +198,9 @@ def main() -> int:
     parser.add_argument("--data", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.variant:  # a child process: run one variant, print its figures as JSON
-        result = VARIANTS[opts.variant](Path(opts.data))
-        print("RESULT " + json.dumps(result))
+        import slearn_mlx  # noqa: F401  (OpenBLAS before mlx; not for torch: see variants.run_variant)
+
+        report(VARIANTS[opts.variant](Path(opts.data)))
         return 0
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -206,15 +208,7 @@ def main() -> int:
         results: dict[str, list[dict]] = {name: [] for name in VARIANTS}
         for repeat in range(opts.repeats):
             for name in VARIANTS:  # interleaved, so drift on a shared machine hits all alike
-                child = subprocess.run(
-                    [sys.executable, __file__, "--variant", name, "--data", str(data)],
-                    capture_output=True, text=True,
-                )  # fmt: skip
-                line = next((l for l in child.stdout.splitlines() if l.startswith("RESULT ")), None)
-                if line is None:
-                    print(f"{name} failed:\n{child.stdout[-2000:]}\n{child.stderr[-3000:]}", file=sys.stderr)
-                    return 1
-                result = json.loads(line[len("RESULT ") :])
+                result = run_variant(__file__, name, ["--data", str(data)])
                 results[name].append(result)
                 print(f"repeat {repeat}: {name:12s} {result['tokens']} tokens in {result['seconds']:.1f} s: "
                       f"{result['tokens'] / result['seconds']:7.1f} tok/s, peak {result['peak_mb']:.0f} MB", flush=True)  # fmt: skip

@@ -37,7 +37,7 @@ SHARED = ("config.json", "fingerprint.json", "items.jsonl", "answers.jsonl", "gr
 
 
 def parse_strategy(text: str, base: SelectConfig = SelectConfig()) -> SelectConfig:
-    """'all', 'wrong', or 'wrong' joined with '+' to uncertainN, replayN, maxN (e.g. 'wrong+replay0.2+max100')."""
+    """'all', 'wrong', or 'wrong' joined with '+' to uncertainN, replayN, own, maxN ('wrong+replay0.2+own')."""
     text = text.strip()
     if text == "all":
         return replace(base, all=True, replay=0.0, uncertain=0.0, max_items=None, own=False)
