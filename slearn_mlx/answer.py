@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from slearn_mlx.progress import progress_bar
 from slearn_mlx.prompts import ANSWER_FIELDS, MCQ_FIELDS, MCQ_TEMPLATE, QUESTION_TEMPLATE, template_problem
@@ -81,21 +82,26 @@ def answer_items(
     config: AnswerConfig = AnswerConfig(),
     *,
     progress: bool = True,
+    user_message: Callable[[QAItem], str] | None = None,
+    desc: str = "answer",
 ) -> AnswerSummary:
-    """Answer every item not yet in `out_path`, appending one record per answer."""
+    """Answer every item not yet in `out_path`, appending one record per answer.
+
+    `user_message` replaces the question prompt (e.g. to have the model rephrase a reference)."""
     from mlx_lm.generate import batch_generate
     from mlx_lm.sample_utils import make_sampler
 
     start = time.perf_counter()
     done = read_records(out_path, Answer)
     n_todo = sum(item.id not in done for item in items)
-    prompts = {item.id: encode_chat(tokenizer, question_text(item, config)) for item in items}
+    message = user_message or (lambda item: question_text(item, config))
+    prompts = {item.id: encode_chat(tokenizer, message(item)) for item in items}
     # The chat template's system turn starts every prompt: its keys and values are computed once.
     shared = shared_prefix(list(prompts.values())) if n_todo else 0
     caches = prefix_cache(model, next(iter(prompts.values()))[:shared]) if shared else None
     sampler = make_sampler(temp=config.temperature)
     n_tokens = 0
-    with RecordWriter(out_path) as writer, progress_bar(n_todo, "answer", progress) as bar:
+    with RecordWriter(out_path) as writer, progress_bar(n_todo, desc, progress) as bar:
         for batch in pending_batches(items, done, config.batch_size, lambda item: len(prompts[item.id])):
             response = batch_generate(
                 model,

@@ -136,7 +136,14 @@ REPLAY_OWN = click.option(
     default=None,
     help="Replayed pairs teach the model's own correct answer instead of the reference.",
 )
-SELECT_OPTIONS = _options(VALID_FRACTION, REPLAY, REPLAY_OWN, UNCERTAIN, MAX_ITEMS, ALL_ITEMS)
+REPHRASE = click.option(
+    "--rephrase",
+    "select__rephrase",
+    is_flag=True,
+    default=None,
+    help="The model rewrites each unknown pair's reference in its own words first; kept where it keeps the reference.",
+)
+SELECT_OPTIONS = _options(VALID_FRACTION, REPLAY, REPLAY_OWN, REPHRASE, UNCERTAIN, MAX_ITEMS, ALL_ITEMS)
 EPOCHS = _setting("--epochs", "train__epochs", int, "Passes over the selected pairs [3].")
 LEARNING_RATE = _setting("--learning-rate", "train__learning_rate", float, "Adam learning rate [2e-4].")
 RANK = _setting("--rank", "train__rank", int, "LoRA rank [8].")
@@ -176,7 +183,7 @@ def _stage(stage: str, out, config_file, force: bool, quiet: bool, overrides: di
         pipeline.start_over(run, config, stage)
     progress = not quiet
     if stage == "select":
-        summary = pipeline.stage_select(run, config, progress=progress)
+        summary = pipeline.stage_select(run, config, pipeline.SharedModel(config.model, config.trust_remote_code))
     else:
         function = getattr(pipeline, f"stage_{stage}")
         summary = function(run, config, pipeline.SharedModel(config.model, config.trust_remote_code), progress=progress)

@@ -30,30 +30,33 @@ from slearn_mlx.select import SelectConfig
 from slearn_mlx.train import read_chat_rows
 
 DEFAULT_STRATEGIES = ("all", "wrong", "wrong+replay0.2")
-_PART = re.compile(r"^(uncertain|replay|max)(\d+(?:\.\d*)?)$|^(own)$")
+_PART = re.compile(r"^(uncertain|replay|max)(\d+(?:\.\d*)?)$|^(own|rephrase)$")
 # Files a strategy's run directory starts from: the base model's work, done once.
 SHARED = ("config.json", "fingerprint.json", "items.jsonl", "answers.jsonl", "grades.jsonl", "calibration.json",
           "eval/base_answers.jsonl", "eval/base_grades.jsonl")  # fmt: skip
 
 
 def parse_strategy(text: str, base: SelectConfig = SelectConfig()) -> SelectConfig:
-    """'all', 'wrong', or 'wrong' joined with '+' to uncertainN, replayN, own, maxN ('wrong+replay0.2+own')."""
+    """'all', 'wrong', or 'wrong' joined with '+' to uncertainN, replayN, own, rephrase, maxN
+    ('wrong+replay0.2+own+rephrase')."""
     text = text.strip()
     if text == "all":
-        return replace(base, all=True, replay=0.0, uncertain=0.0, max_items=None, own=False)
+        return replace(base, all=True, replay=0.0, uncertain=0.0, max_items=None, own=False, rephrase=False)
     first, *parts = text.split("+")
     if first != "wrong":
         raise ValueError(
             f"unknown strategy {text!r}: use all, wrong, or wrong+replay0.2, wrong+uncertain0.1, wrong+max100"
         )
-    settings: dict = {"all": False, "replay": 0.0, "uncertain": 0.0, "max_items": None, "own": False}
+    settings: dict = {"all": False, "replay": 0.0, "uncertain": 0.0, "max_items": None, "own": False, "rephrase": False}
     for part in parts:
         match = _PART.match(part)
         if not match:
-            raise ValueError(f"unknown part {part!r} in strategy {text!r}: use replayN, own, uncertainN or maxN")
-        name, value, own = match.groups()
-        if own:
-            settings["own"] = True
+            raise ValueError(
+                f"unknown part {part!r} in strategy {text!r}: use replayN, own, rephrase, uncertainN or maxN"
+            )
+        name, value, flag = match.groups()
+        if flag:
+            settings[flag] = True
         elif name == "max":
             settings["max_items"] = int(float(value))
         else:
@@ -126,7 +129,7 @@ def run_compare(
         run = RunDir(out / select.strategy)
         _seed(run, base)
         strategy_config = replace(config, select=select)
-        echo(f"[{select.strategy}] {stage_select(run, strategy_config, progress=progress)}")
+        echo(f"[{select.strategy}] {stage_select(run, strategy_config, models, progress=progress)}")
         echo(f"[{select.strategy}] {stage_train(run, strategy_config, models, progress=progress)}")
         echo(f"[{select.strategy}] {stage_evaluate(run, strategy_config, models, progress=progress)}")
         results.append(_result(run, base_report, select))

@@ -7,6 +7,7 @@ returns the summary. The model is loaded once per process and shared.
 
 from __future__ import annotations
 
+import random
 import shutil
 import time
 from contextlib import contextmanager, nullcontext
@@ -40,7 +41,7 @@ from slearn_mlx.judge import Judge
 from slearn_mlx.models import environment_info, load_model, resolve_model
 from slearn_mlx.records import Answer, Grade, QAItem
 from slearn_mlx.runs import STAGES, RunDir, load_run_items, lock_run, read_json, read_records, save_items, update_report
-from slearn_mlx.select import SelectSummary, select_unknown
+from slearn_mlx.select import SelectSummary, pick, rephrase_prompt, select_unknown
 from slearn_mlx.train import ADAPTER_CONFIG, ADAPTER_FILE, CHECKPOINT_FILE, TrainSummary, train_adapters, training_key
 
 
@@ -93,7 +94,7 @@ def _outputs(run: RunDir, stage: str) -> list[Path]:
     return {
         "answer": [run.answers],
         "grade": [run.grades, run.calibration],
-        "select": [run.train_dir / "train.jsonl", run.train_dir / "valid.jsonl"],
+        "select": [run.rephrased, run.train_dir / "train.jsonl", run.train_dir / "valid.jsonl"],
         "train": [run.adapters, run.train_dir / "losses.jsonl", run.train_dir / CHECKPOINT_FILE],
         "evaluate": [run.eval_dir],
     }[stage]
@@ -220,16 +221,32 @@ def audit(run: RunDir, n: int, seed: int = 0) -> str:
     return audit_sample(items, answers, grades, n, seed)
 
 
-def stage_select(run: RunDir, config: RunConfig, *, progress: bool = True) -> SelectSummary:
+def stage_select(
+    run: RunDir, config: RunConfig, models: SharedModel | None = None, *, progress: bool = True
+) -> SelectSummary:
+    """Pick the pairs to train on; with `rephrase`, the model first rewrites the unknown ones' references
+    in its own words (run/rephrased.jsonl, resumable), which takes it time, counted here."""
+    start = time.perf_counter()
     items = load_run_items(run)
     grades = read_records(run.require(run.grades, "grade"), Grade)
     lock_run(run)
     _check(run, config)
     save_config(run, config)
-    answers = read_records(run.answers, Answer) if config.select.own else None
+    select = config.select
+    answers = read_records(run.answers, Answer) if select.own else None
+    rephrased = None
+    if select.rephrase and not select.all:
+        unknown = pick(items, grades, select, config.grade.threshold, random.Random(select.seed)).unknown
+        model, tokenizer = (models or SharedModel(config.model, config.trust_remote_code)).get()
+        answer_items(
+            model, tokenizer, unknown, run.rephrased, config.answer, progress=progress, desc="rephrase",
+            user_message=lambda item: rephrase_prompt(item, config.answer),
+        )  # fmt: skip
+        rephrased = read_records(run.rephrased, Answer)
     summary = select_unknown(
-        items, grades, run.train_dir, config.select, config.answer, config.grade.threshold, answers
+        items, grades, run.train_dir, select, config.answer, config.grade.threshold, answers, rephrased
     )
+    summary = replace(summary, seconds=time.perf_counter() - start)
     _record(run, "select", summary, n_selected=summary.n_selected)
     return summary
 
@@ -300,7 +317,7 @@ def run_pipeline(
     if calibrate_labels and not run.calibration.exists():  # a resumed run keeps its calibration
         calibration, config = stage_calibrate(run, config, calibrate_labels)
         echo(str(calibration))
-    echo(str(stage_select(run, config, progress=progress)))
+    echo(str(stage_select(run, config, models, progress=progress)))
     echo(str(stage_train(run, config, models, progress=progress)))
     if config.test:
         echo(str(stage_evaluate(run, config, models, progress=progress)))

@@ -11,6 +11,10 @@ Judging (`slearn grade --judge-template FILE`), fields {question}, {reference},
   after it and the next token is read as the verdict.
 - SCORE_TEMPLATE: the next token must be one digit, 0-9.
 Each is sent as the user turn of the model's chat template.
+
+Rephrasing (`slearn select --rephrase`), fields {question} (as the model was asked)
+and {reference}: REPHRASE_TEMPLATE asks the model to answer again knowing the
+right answer, so a training target can be in the model's own words.
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ SCORE_TEMPLATE = (
     "Student answer: {answer}\n\n"
     "On a scale from 0 to 9, how well does the student answer agree with the reference answer? "
     "0 means it does not, 9 means it says the same thing. Reply with one digit."
+)
+REPHRASE_TEMPLATE = (
+    "{question}\n\n"
+    "The correct answer is: {reference}\n\n"
+    "Answer the question as you normally would, using the correct answer."
 )
 DEFAULT_TEMPLATES = {"verdict": VERDICT_TEMPLATE, "cot": COT_TEMPLATE, "score": SCORE_TEMPLATE}
 VERDICT_CUE = "\nVerdict:"  # appended after a cot justification; the verdict word comes next

@@ -52,6 +52,7 @@ class RunDir:
     adapters = property(lambda self: self.root / "adapters")
     eval_dir = property(lambda self: self.root / "eval")
     report = property(lambda self: self.root / "report.json")
+    rephrased = property(lambda self: self.root / "rephrased.jsonl")
     fingerprint = property(lambda self: self.root / "fingerprint.json")
 
     def require(self, path: Path, stage: str) -> Path:

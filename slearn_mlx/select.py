@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slearn_mlx.answer import AnswerConfig, question_text
+from slearn_mlx.grade import answer_letter, contains_reference
+from slearn_mlx.prompts import REPHRASE_TEMPLATE
 from slearn_mlx.records import Answer, Grade, QAItem
 from slearn_mlx.runs import write_jsonl_atomic
 
@@ -32,6 +34,7 @@ class SelectConfig:
     max_items: int | None = None  # at most this many unknown pairs, hardest (lowest score) first
     all: bool = False  # every pair, right or wrong: full fine-tuning
     own: bool = False  # replayed pairs teach the model's own correct answer, not the reference
+    rephrase: bool = False  # unknown pairs teach the model's own rewrite of the reference, where it keeps it
 
     def problems(self) -> list[str]:
         out = []
@@ -53,6 +56,7 @@ class SelectConfig:
         parts += [f"uncertain{self.uncertain:g}"] if self.uncertain else []
         parts += [f"replay{self.replay:g}"] if self.replay else []
         parts += ["own"] if self.own and self.replay else []
+        parts += ["rephrase"] if self.rephrase else []
         parts += [f"max{self.max_items}"] if self.max_items else []
         return "+".join(parts)
 
@@ -67,6 +71,7 @@ class SelectSummary:
     n_wrong: int = 0  # graded wrong
     n_uncertain: int = 0  # graded right, but close enough to the threshold to count as unknown
     n_replay: int = 0  # graded right, mixed back in
+    n_rephrased: int = 0  # unknown pairs taught in the model's own words
 
     def __str__(self) -> str:
         share = 100.0 * self.n_selected / self.n_items if self.n_items else 0.0
@@ -75,6 +80,7 @@ class SelectSummary:
         else:
             extra = [f"{self.n_uncertain} uncertain"] if self.n_uncertain else []
             extra += [f"{self.n_replay} replayed"] if self.n_replay else []
+            extra += [f"{self.n_rephrased} rephrased"] if self.n_rephrased else []
             what = "wrongly answered pairs" + (f" ({', '.join(extra)})" if extra else "")
         return (
             f"selected {self.n_selected} of {self.n_items} ({share:.1f}%) {what} "
@@ -94,6 +100,52 @@ def chat_example(item: QAItem, answer_config: AnswerConfig = AnswerConfig(), tar
     }
 
 
+@dataclass(frozen=True)
+class Selection:
+    chosen: list[QAItem]  # the pairs to train on, in file order
+    unknown: list[QAItem]  # those graded wrong or uncertain (within max_items)
+    replayed: list[QAItem]  # those graded right, mixed back in
+    n_wrong: int
+    n_uncertain: int
+
+
+def pick(
+    items: list[QAItem], grades: dict[str, Grade], config: SelectConfig, threshold: float, rng: random.Random
+) -> Selection:
+    """Which pairs the strategy trains on; `rng` draws the replayed ones."""
+    ungraded = [item.id for item in items if item.id not in grades]
+    if ungraded:
+        raise ValueError(
+            f"{len(ungraded)} of {len(items)} items are not graded (first: {ungraded[0]}); run `slearn grade` first"
+        )
+    n_wrong = sum(1 for item in items if not grades[item.id].correct)
+    if config.all:
+        return Selection(list(items), [], [], n_wrong, 0)
+    unsure = {item.id for item in items if _uncertain(grades[item.id], config.uncertain, threshold)}
+    unknown = [item for item in items if not grades[item.id].correct or item.id in unsure]
+    if config.max_items is not None:
+        # Hardest first: the lowest score is the surest wrong. Ties keep the file order.
+        keep = {item.id for item in sorted(unknown, key=lambda item: grades[item.id].score)[: config.max_items]}
+        unknown = [item for item in unknown if item.id in keep]
+    known = [item for item in items if grades[item.id].correct and item.id not in unsure]
+    replayed = rng.sample(known, round(config.replay * len(known)))
+    ids = {item.id for item in unknown + replayed}
+    chosen = [item for item in items if item.id in ids]
+    return Selection(chosen, unknown, replayed, n_wrong, len(unsure & ids))
+
+
+def rephrase_prompt(item: QAItem, answer_config: AnswerConfig = AnswerConfig()) -> str:
+    """The request for the model to answer `item` again, in its own words, knowing the reference."""
+    return REPHRASE_TEMPLATE.format(question=question_text(item, answer_config), reference=item.reference_text)
+
+
+def keeps_reference(item: QAItem, text: str) -> bool:
+    """A rephrased answer still says the reference: the same option, or the reference's words."""
+    if item.reference_letter is not None:
+        return answer_letter(text, item.options) == item.reference_letter
+    return contains_reference(text, item.reference)
+
+
 def select_unknown(
     items: list[QAItem],
     grades: dict[str, Grade],
@@ -102,48 +154,40 @@ def select_unknown(
     answer_config: AnswerConfig = AnswerConfig(),
     threshold: float = 0.5,
     answers: dict[str, Answer] | None = None,
+    rephrased: dict[str, Answer] | None = None,
 ) -> SelectSummary:
     """Write train.jsonl (the pairs the strategy picks) and valid.jsonl (a sample of them).
 
     Every selected pair is trained on: the validation file is a copy of some of
-    them, for watching the loss, not a held-out split.
+    them, for watching the loss, not a held-out split. `answers` are the model's
+    own (for `own`); `rephrased`, its rewrites of the references (for `rephrase`).
     """
     start = time.perf_counter()
-    ungraded = [item.id for item in items if item.id not in grades]
-    if ungraded:
-        raise ValueError(
-            f"{len(ungraded)} of {len(items)} items are not graded (first: {ungraded[0]}); run `slearn grade` first"
-        )
     rng = random.Random(config.seed)
-    n_wrong = sum(1 for item in items if not grades[item.id].correct)
-    unsure: set[str] = set()
-    replayed: list[QAItem] = []
-    if config.all:
-        chosen = list(items)
-    else:
-        unsure = {item.id for item in items if _uncertain(grades[item.id], config.uncertain, threshold)}
-        unknown = [item for item in items if not grades[item.id].correct or item.id in unsure]
-        if config.max_items is not None:
-            # Hardest first: the lowest score is the surest wrong. Ties keep the file order.
-            unknown = sorted(unknown, key=lambda item: grades[item.id].score)[: config.max_items]
-        known = [item for item in items if grades[item.id].correct and item.id not in unsure]
-        replayed = rng.sample(known, round(config.replay * len(known)))
-        ids = {item.id for item in unknown + replayed}
-        unsure &= ids
-        chosen = [item for item in items if item.id in ids]
-    n_valid = 0
-    if chosen and config.valid_fraction > 0:
-        n_valid = max(1, round(config.valid_fraction * len(chosen)))
-    valid = rng.sample(chosen, n_valid)
+    selection = pick(items, grades, config, threshold, rng)
+    targets: dict[str, str] = {}
     # With `own`, a replayed pair keeps the answer the model gave (graded correct): training on the
     # unknown pairs then does not also change how the model phrases what it already knew.
-    own = {item.id: answers[item.id].text for item in replayed} if config.own and answers else {}
-    example = lambda item: chat_example(item, answer_config, own.get(item.id))  # noqa: E731
+    if config.own and answers:
+        targets |= {item.id: answers[item.id].text for item in selection.replayed}
+    # With `rephrase`, an unknown pair is taught in the model's own words where its rewrite kept the
+    # reference; the reference itself otherwise.
+    n_rephrased = 0
+    if config.rephrase and rephrased:
+        for item in selection.unknown:
+            text = rephrased[item.id].text if item.id in rephrased else ""
+            if text and keeps_reference(item, text):
+                targets[item.id] = text
+                n_rephrased += 1
+    chosen = selection.chosen
+    n_valid = max(1, round(config.valid_fraction * len(chosen))) if chosen and config.valid_fraction > 0 else 0
+    valid = rng.sample(chosen, n_valid)
+    example = lambda item: chat_example(item, answer_config, targets.get(item.id))  # noqa: E731
     write_jsonl_atomic(train_dir / "train.jsonl", (example(item) for item in chosen))
     write_jsonl_atomic(train_dir / "valid.jsonl", (example(item) for item in valid))
     return SelectSummary(
-        len(items), len(chosen), n_valid, time.perf_counter() - start, config.strategy, n_wrong, len(unsure),
-        len(replayed),
+        len(items), len(chosen), n_valid, time.perf_counter() - start, config.strategy, selection.n_wrong,
+        selection.n_uncertain, len(selection.replayed), n_rephrased,
     )  # fmt: skip
 
 

@@ -11,7 +11,14 @@ from slearn_mlx.compare import parse_strategy
 
 
 def test_strategy_names_round_trip():
-    for name in ("all", "wrong", "wrong+replay0.2", "wrong+replay0.2+own", "wrong+uncertain0.1+replay0.3+max100"):
+    for name in (
+        "all",
+        "wrong",
+        "wrong+replay0.2",
+        "wrong+replay0.2+own",
+        "wrong+rephrase",
+        "wrong+uncertain0.1+replay0.3+max100",
+    ):
         assert parse_strategy(name).strategy == name
     assert parse_strategy("wrong+max50").max_items == 50
     for bad in ("some", "wrong+replay", "wrong+replay2", "wrong+colour0.1"):

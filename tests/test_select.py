@@ -101,3 +101,40 @@ def test_replay_own_teaches_the_models_own_correct_answer(tmp_path):
     assert summary.n_replay == len(ITEMS) - 1 and config.strategy == "wrong+replay1+own"
     assert rows["1"]["messages"][1]["content"] == "answer 1"  # the wrong one learns the reference
     assert rows["2"]["messages"][1]["content"] == "In my words: answer 2"
+
+
+def test_rephrased_targets_are_kept_only_where_they_keep_the_reference(tmp_path):
+    from slearn_mlx.records import Answer
+
+    g = scored({"1": 0.1, "2": 0.1, "mc": 0.1})
+    rephrased = {
+        "1": Answer("1", "Surely it is answer 1, as everyone knows.", 9),  # keeps "answer 1"
+        "2": Answer("2", "It is something else.", 5),  # lost the reference: the reference is taught
+        "mc": Answer("mc", "The right option is B.", 5),
+    }
+    config = SelectConfig(valid_fraction=0, rephrase=True)
+    summary = select_unknown(ITEMS, g, tmp_path, config, threshold=0.5, rephrased=rephrased)
+    rows = {json.loads(line)["id"]: json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()}
+    assert summary.n_rephrased == 2 and "2 rephrased" in str(summary) and config.strategy == "wrong+rephrase"
+    assert rows["1"]["messages"][1]["content"] == "Surely it is answer 1, as everyone knows."
+    assert rows["2"]["messages"][1]["content"] == "answer 2"
+    assert rows["mc"]["messages"][1]["content"] == "The right option is B."
+
+
+def test_select_rephrase_asks_the_model_and_resumes(runner, tiny_model, qa_file, tmp_path):
+    from slearn_mlx.cli import cli
+
+    out = tmp_path / "run"
+    for args in (
+        ["answer", "--data", str(qa_file), "--model", tiny_model, "--max-tokens", "4"],
+        ["grade", "--grader", "exact"],
+    ):
+        result = runner.invoke(cli, [*args, "--out", str(out), "--quiet"])
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["select", "--out", str(out), "--rephrase"])
+    assert result.exit_code == 0, result.output
+    rephrased = [json.loads(line) for line in (out / "rephrased.jsonl").read_text().splitlines()]
+    assert len(rephrased) == 6  # every item is wrong for the tiny model; each was asked once
+    # The tiny model's rewrites lose the reference, so the references are taught.
+    rows = [json.loads(line) for line in (out / "train" / "train.jsonl").read_text().splitlines()]
+    assert [r["messages"][1]["content"] for r in rows][:2] == ["Paris", "4"]
