@@ -143,7 +143,14 @@ REPHRASE = click.option(
     default=None,
     help="The model rewrites each unknown pair's reference in its own words first; kept where it keeps the reference.",
 )
-SELECT_OPTIONS = _options(VALID_FRACTION, REPLAY, REPLAY_OWN, REPHRASE, UNCERTAIN, MAX_ITEMS, ALL_ITEMS)
+VALID_SPLIT = click.option(
+    "--valid-split",
+    "select__valid_split",
+    is_flag=True,
+    default=None,
+    help="Hold the validation pairs out of training (a true split) instead of copying them.",
+)
+SELECT_OPTIONS = _options(VALID_FRACTION, VALID_SPLIT, REPLAY, REPLAY_OWN, REPHRASE, UNCERTAIN, MAX_ITEMS, ALL_ITEMS)
 EPOCHS = _setting("--epochs", "train__epochs", int, "Passes over the selected pairs [3].")
 LEARNING_RATE = _setting("--learning-rate", "train__learning_rate", float, "Adam learning rate [2e-4].")
 RANK = _setting("--rank", "train__rank", int, "LoRA rank [8].")
@@ -337,7 +344,7 @@ def run(out, config_file, force, quiet, calibrate, labels, **overrides):
     help="A selection to compare (repeatable): all, wrong, or wrong+replay0.2, wrong+uncertain0.1, wrong+max100 "
     "[all, wrong, wrong+replay0.2].",
 )
-@_options(VALID_FRACTION, TRAIN_OPTIONS)
+@_options(VALID_FRACTION, VALID_SPLIT, TRAIN_OPTIONS)
 @_setting("--batch-size", "train__batch_size", int, "Training pairs per step [4].")
 @_options(QUIET)
 @user_errors

@@ -28,6 +28,7 @@ from slearn_mlx.runs import write_jsonl_atomic
 @dataclass
 class SelectConfig:
     valid_fraction: float = 0.1  # share of the selected pairs copied to valid.jsonl to watch the loss
+    valid_split: bool = False  # hold the validation pairs out of training instead of copying them
     seed: int = 0  # picks the validation sample and the replayed pairs
     replay: float = 0.0  # share of the correctly answered pairs mixed back in
     uncertain: float = 0.0  # judge verdicts within this distance of the threshold count as unknown
@@ -182,6 +183,9 @@ def select_unknown(
     chosen = selection.chosen
     n_valid = max(1, round(config.valid_fraction * len(chosen))) if chosen and config.valid_fraction > 0 else 0
     valid = rng.sample(chosen, n_valid)
+    if config.valid_split:  # a true split: early stopping then watches pairs the adapters never saw
+        held_out = {item.id for item in valid}
+        chosen = [item for item in chosen if item.id not in held_out]
     example = lambda item: chat_example(item, answer_config, targets.get(item.id))  # noqa: E731
     write_jsonl_atomic(train_dir / "train.jsonl", (example(item) for item in chosen))
     write_jsonl_atomic(train_dir / "valid.jsonl", (example(item) for item in valid))

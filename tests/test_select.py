@@ -138,3 +138,11 @@ def test_select_rephrase_asks_the_model_and_resumes(runner, tiny_model, qa_file,
     # The tiny model's rewrites lose the reference, so the references are taught.
     rows = [json.loads(line) for line in (out / "train" / "train.jsonl").read_text().splitlines()]
     assert [r["messages"][1]["content"] for r in rows][:2] == ["Paris", "4"]
+
+
+def test_valid_split_holds_the_validation_pairs_out_of_training(tmp_path):
+    wrong = {str(i) for i in range(10)}
+    summary = select_unknown(ITEMS, grades(wrong), tmp_path, SelectConfig(valid_fraction=0.2, valid_split=True))
+    train, valid = _ids(tmp_path / "train.jsonl"), _ids(tmp_path / "valid.jsonl")
+    assert len(valid) == summary.n_valid == 2 and not set(train) & set(valid)
+    assert sorted(train + valid) == sorted(wrong) and summary.n_selected == 8
