@@ -26,15 +26,21 @@ class RunMismatch(ValueError):
     """The run directory was made with another model, data or config."""
 
 
+_digests: dict[tuple, str] = {}  # (path, size, mtime) -> sha256, for this process: a stage checks more than once
+
+
 def file_digest(path: Path, known: dict | None = None) -> dict:
-    """sha256 of a file, reused from `known` when its path, size and mtime are unchanged."""
+    """sha256 of a file, reused from `known` (or this process's earlier reading) when its path, size and
+    mtime are unchanged."""
     stat = path.stat()
     identity = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    key = tuple(identity.values())
     if known and all(known.get(k) == v for k, v in identity.items()) and "sha256" in known:
-        return identity | {"sha256": known["sha256"]}
-    with open(path, "rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    return identity | {"sha256": digest}
+        _digests[key] = known["sha256"]
+    if key not in _digests:
+        with open(path, "rb") as handle:
+            _digests[key] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return identity | {"sha256": _digests[key]}
 
 
 def model_fingerprint(model: str | None, known: dict | None = None) -> dict:
