@@ -9,10 +9,13 @@ flushed line by line, plus whole-file outputs written atomically (temp + rename)
     answers.jsonl         stage 1: the model's answers
     grades.jsonl          stage 2: the verdicts
     calibration.json      the judge's fitted threshold and its agreement before and after
-    train/train.jsonl     stage 3: the wrongly answered pairs, in mlx-lm chat format
+    rephrased.jsonl       stage 3 with --rephrase: the model's rewrites of the references
+    train/train.jsonl     stage 3: the pairs to train on, in mlx-lm chat format
     train/valid.jsonl
+    train/losses.jsonl    stage 4: losses per epoch and step
+    train/checkpoint.safetensors  stage 4 while it runs: adapters, optimizer state, position
     adapters/             stage 4: LoRA adapters in mlx-lm's format
-    eval/                 stage 5: answers and grades on the test file, base and adapted
+    eval/                 stage 5: answers and grades on the test file (base, adapted), and retention
     report.json           what happened, per stage
     .lock                 held (flock) by the process working in the directory
 """
