@@ -101,15 +101,26 @@ def run_slearn(data: Path) -> dict:
 
 
 def run_mlx_lm(data: Path) -> dict:
-    """`mlx_lm.lora` itself, with OpenBLAS loaded as slearn loads it; its own per-step report is parsed."""
+    """`mlx_lm.lora` itself (its command line, its trainer), with OpenBLAS loaded as slearn loads it.
+    Its per-step reports are taken from the trainer's callback: one report per step."""
     import io
     from contextlib import redirect_stdout
 
+    import mlx.core as mx
     from mlx_lm import lora
 
-    import slearn_mlx  # noqa: F401  (OpenBLAS before mlx, as for slearn)
     from slearn_mlx.models import default_model_path
 
+    reports = []
+
+    class Recorder:
+        def on_train_loss_report(self, info):
+            reports.append(info)
+
+        def on_val_loss_report(self, info):
+            pass
+
+    lora.get_reporting_callbacks = lambda *args, **kwargs: Recorder()
     n_pairs = sum(1 for _ in open(data / "train.jsonl"))
     iters = -(-n_pairs // BATCH)
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,20 +131,12 @@ def run_mlx_lm(data: Path) -> dict:
                     "--learning-rate", str(LR), "--mask-prompt", "--steps-per-report", "1",
                     "--steps-per-eval", "100000", "--val-batches", "1", "--save-every", "100000",
                     "--adapter-path", str(Path(tmp) / "adapters"), "-c", str(config)]  # fmt: skip
-        output = io.StringIO()
-        with redirect_stdout(output):
+        with redirect_stdout(io.StringIO()):
             lora.main()
-    # "Iter 5: Train loss 1.234, Learning Rate 2.000e-04, It/sec 0.70, Tokens/sec 112.3, Trained Tokens 800, ..."
-    # Its tokens are the scored ones; time per step is 1 / It/sec (one step per report).
-    seconds = 0.0
-    for line in output.getvalue().splitlines():
-        if "Train loss" in line:
-            fields = dict(part.strip().rsplit(" ", 1) for part in line.split(":", 1)[1].split(","))
-            seconds += 1.0 / float(fields["It/sec"])
-    import mlx.core as mx
-
+    if len(reports) != iters:
+        raise RuntimeError(f"expected {iters} step reports from mlx_lm.lora, got {len(reports)}")
     return {
-        "seconds": seconds,
+        "seconds": sum(1.0 / info["iterations_per_second"] for info in reports),
         "tokens": sequence_tokens(data),
         "peak_mb": peak_rss_mb(),
         "mlx_peak_mb": mx.get_peak_memory() / 2**20,
@@ -163,8 +166,10 @@ def run_torch(data: Path) -> dict:
     rows = [json.loads(line) for line in open(data / "train.jsonl")]
     examples = []
     for row in rows:
-        prompt = tokenizer.apply_chat_template(row["messages"][:1], add_generation_prompt=True, tokenize=True)
-        full = tokenizer.apply_chat_template(row["messages"], tokenize=True)
+        prompt = tokenizer.apply_chat_template(
+            row["messages"][:1], add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        full = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=False)
         examples.append((list(full), len(list(prompt))))
     examples.sort(key=lambda e: len(e[0]))  # batches of similar length, as both mlx loops make them
     steps = []
