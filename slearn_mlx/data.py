@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any, Iterator
@@ -178,7 +179,9 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
             raise DataError(path, None, None, "file not found")
         if path.is_dir():
             raise DataError(path, None, None, "is a directory, not a JSONL file")
-        with open(path, "rb") as handle, jsonlines.Reader(numbered(handle)) as reader:
+        # The standard library's parser, not whichever faster one is installed: the same file must load, or
+        # fail with the same message, on every machine.
+        with open(path, "rb") as handle, jsonlines.Reader(numbered(handle), loads=json.loads) as reader:
             for obj in reader.iter(skip_empty=True):
                 yield line_no, obj
     except jsonlines.InvalidLineError as exc:

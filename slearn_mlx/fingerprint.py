@@ -64,21 +64,26 @@ def _data(path: str | None, known: dict | None) -> dict | None:
     return file_digest(Path(path), known)
 
 
-def make_fingerprint(config: RunConfig, known: dict | None = None) -> dict:
-    """The fingerprint of a config; `known` (a stored fingerprint) spares re-hashing unchanged files."""
+def make_fingerprint(config: RunConfig, known: dict | None = None, parts=FIRST_STAGE) -> dict:
+    """The fingerprint of a config, or of some of its `parts`; `known` (a stored fingerprint) spares
+    re-hashing unchanged files."""
     known = known or {}
-    grade = {key: getattr(config.grade, key) for key in GRADE_KEYS}
-    if config.grade.judge_model is not None:
-        grade["judge_model"] = model_fingerprint(
-            config.grade.judge_model, (known.get("grade") or {}).get("judge_model")
-        )
-    return {
-        "model": model_fingerprint(config.model, known.get("model")),
-        "data": _data(config.data, known.get("data")),
-        "test": _data(config.test, known.get("test")),
-        "answer": {key: getattr(config.answer, key) for key in ANSWER_KEYS},
+
+    def grade() -> dict:
+        settings = {key: getattr(config.grade, key) for key in GRADE_KEYS}
+        if config.grade.judge_model is not None:
+            judge = (known.get("grade") or {}).get("judge_model")
+            settings["judge_model"] = model_fingerprint(config.grade.judge_model, judge)
+        return settings
+
+    makers = {
+        "model": lambda: model_fingerprint(config.model, known.get("model")),
+        "data": lambda: _data(config.data, known.get("data")),
+        "test": lambda: _data(config.test, known.get("test")),
+        "answer": lambda: {key: getattr(config.answer, key) for key in ANSWER_KEYS},
         "grade": grade,
     }
+    return {part: makers[part]() for part in parts}
 
 
 def _comparable(part: str, value):
@@ -128,9 +133,10 @@ def read_fingerprint(run: RunDir) -> dict | None:
 
 
 def check_fingerprint(run: RunDir, config: RunConfig) -> tuple[dict, dict[str, str]]:
-    """(the current fingerprint, what differs from the stored one); nothing is written."""
+    """(the current fingerprint of what the run has stored, what differs from it); nothing is written.
+    Only stored parts are computed: a run nothing has been done in needs no model to check."""
     stored = read_fingerprint(run) or {}
-    current = make_fingerprint(config, stored)
+    current = make_fingerprint(config, stored, [part for part in FIRST_STAGE if stored.get(part) is not None])
     return current, differences(stored, current)
 
 
