@@ -88,8 +88,7 @@ def run_slearn(data: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "train"
         run_dir.mkdir()
-        for name in ("train.jsonl",):
-            (run_dir / name).write_text((data / name).read_text())
+        (run_dir / "train.jsonl").write_text((data / "train.jsonl").read_text())
         train.train_adapters(model, tokenizer, run_dir, Path(tmp) / "adapters", config, progress=False)
     times.append(time.perf_counter())
     return {

@@ -23,9 +23,8 @@ from typing import Callable
 
 from slearn_mlx.config import RunConfig
 from slearn_mlx.pipeline import SharedModel, stage_answer, stage_evaluate, stage_grade, stage_select, stage_train
-from slearn_mlx.records import Grade
 from slearn_mlx.report import write_reports
-from slearn_mlx.runs import RunDir, lock_run, read_json, read_records
+from slearn_mlx.runs import RunDir, lock_run, read_json
 from slearn_mlx.select import SelectConfig
 from slearn_mlx.train import read_chat_rows
 
@@ -40,14 +39,14 @@ def parse_strategy(text: str, base: SelectConfig = SelectConfig()) -> SelectConf
     """'all', 'wrong', or 'wrong' joined with '+' to uncertainN, replayN, own, rephrase, maxN
     ('wrong+replay0.2+own+rephrase')."""
     text = text.strip()
+    settings: dict = {"all": False, "replay": 0.0, "uncertain": 0.0, "max_items": None, "own": False, "rephrase": False}
     if text == "all":
-        return replace(base, all=True, replay=0.0, uncertain=0.0, max_items=None, own=False, rephrase=False)
+        return replace(base, **settings | {"all": True})
     first, *parts = text.split("+")
     if first != "wrong":
         raise ValueError(
             f"unknown strategy {text!r}: use all, wrong, or wrong+replay0.2, wrong+uncertain0.1, wrong+max100"
         )
-    settings: dict = {"all": False, "replay": 0.0, "uncertain": 0.0, "max_items": None, "own": False, "rephrase": False}
     for part in parts:
         match = _PART.match(part)
         if not match:
@@ -134,13 +133,12 @@ def run_compare(
         echo(f"[{select.strategy}] {stage_evaluate(run, strategy_config, models, progress=progress)}")
         results.append(_result(run, base_report, select))
 
-    grades = read_records(base.grades, Grade)
     report = {
         "model": base_report.get("model"),
         "data": str(config.data),
         "test": str(config.test),
         "n_items": base_report.get("n_items"),
-        "n_wrong": sum(1 for g in grades.values() if not g.correct),
+        "n_wrong": base_report.get("n_wrong"),
         "n_test": base_report.get("n_test"),
         "grader": config.grade.grader,
         "base_accuracy": base_report.get("base_accuracy"),
