@@ -72,7 +72,9 @@ def _fast_class(cls: type, names: tuple[str, ...]) -> type:
     """`cls` with its __call__ reading `names` as their fast versions (same parameters, same all else)."""
     call = cls.__call__
     fast = {name: _replacements()[name][1] for name in names}
-    fast_call = types.FunctionType(call.__code__, {**call.__globals__, **fast}, call.__name__, call.__defaults__, call.__closure__)
+    fast_call = types.FunctionType(
+        call.__code__, {**call.__globals__, **fast}, call.__name__, call.__defaults__, call.__closure__
+    )
     return type(cls.__name__, (cls,), {"__call__": fast_call, "__module__": cls.__module__})
 
 
