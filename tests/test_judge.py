@@ -33,6 +33,24 @@ def test_every_mode_scores_a_batch(tiny_loaded, mode):
     assert all((j.justification is not None) == (mode == "cot") for j in judgements)
 
 
+@pytest.mark.parametrize("mode", ["verdict", "cot", "score"])
+def test_shared_prefix_is_computed_once_and_changes_nothing(tiny_loaded, mode):
+    items = [ITEM, MC, QAItem("3", "Who wrote Hamlet?", "Shakespeare")]
+    answers = ["Paris", "A. Mars", "the author of Macbeth and many other plays"]
+    plain = Judge(*tiny_loaded, mode=mode, cot_max_tokens=6, reuse_prefix=False)
+    reusing = Judge(*tiny_loaded, mode=mode, cot_max_tokens=6)
+    prompts = [reusing.prompt_tokens(item, answer) for item, answer in zip(items, answers)]
+    expected = plain.judge(prompts)
+    assert plain._prefix is None
+    got = reusing.judge(prompts)
+    prefix = reusing._prefix
+    assert prefix is not None and len(prefix) >= 8 and all(p[: len(prefix)] == prefix.tokens for p in prompts)
+    assert [j.score for j in got] == pytest.approx([j.score for j in expected], abs=1e-5)
+    assert [j.justification for j in got] == [j.justification for j in expected]
+    reusing.judge(prompts[1:])  # the same prefix: not recomputed
+    assert reusing._prefix is prefix
+
+
 def test_cot_reads_the_verdict_after_the_justification(tiny_loaded):
     judge = Judge(*tiny_loaded, mode="cot", cot_max_tokens=6)
     prompt = judge.prompt_tokens(ITEM, "Paris")
