@@ -5,7 +5,8 @@ questions (the shipped MedMCQA items, through the same chat prompt), greedy
 decoding, the same `--max-tokens`, each answer stopping at the end-of-turn token:
   - slearn: the answer stage (batches of 16 sorted by length, the shared prompt
     prefix computed once);
-  - mlx_lm.generate: one question at a time, the usual loop;
+  - slearn-mlx-kernels: the same with SLEARN_KERNELS=mlx (mlx-lm's own SwiGLU);
+  - mlx_lm.generate: mlx_lm.load, then one question at a time, the usual loop;
   - torch: PyTorch + transformers `generate` on the CPU at the same batch size,
     left-padded, 2 threads, the same weights read from the same directory.
 Each variant runs in its own process (OpenBLAS loaded for the mlx ones), the
@@ -57,13 +58,13 @@ def run_slearn(n: int, max_tokens: int, batch_size: int) -> dict:
 
 
 def run_mlx_lm(n: int, max_tokens: int, batch_size: int) -> dict:
-    from mlx_lm import stream_generate
+    from mlx_lm import load, stream_generate
     from mlx_lm.sample_utils import make_sampler
 
     from slearn_mlx.answer import encode_chat, question_text
-    from slearn_mlx.models import load_model
+    from slearn_mlx.models import default_model_path
 
-    model, tokenizer = load_model(None)
+    model, tokenizer = load(str(default_model_path()))
     prompts = [encode_chat(tokenizer, question_text(item)) for item in questions(n)]
     sampler = make_sampler(temp=0.0)
     tokens = 0
@@ -108,7 +109,17 @@ def run_torch(n: int, max_tokens: int, batch_size: int) -> dict:
     return {"seconds": time.perf_counter() - start, "tokens": tokens}
 
 
-VARIANTS = {"slearn": run_slearn, "mlx_lm.generate": run_mlx_lm, "torch": run_torch}
+def run_slearn_mlx_kernels(n: int, max_tokens: int, batch_size: int) -> dict:
+    os.environ["SLEARN_KERNELS"] = "mlx"
+    return run_slearn(n, max_tokens, batch_size)
+
+
+VARIANTS = {
+    "slearn": run_slearn,
+    "slearn-mlx-kernels": run_slearn_mlx_kernels,
+    "mlx_lm.generate": run_mlx_lm,
+    "torch": run_torch,
+}
 
 
 def main() -> int:

@@ -8,8 +8,9 @@ pass over the pairs. Each variant runs in its own process (OpenBLAS loaded in th
 mlx ones, 2 torch threads in PyTorch's) so its peak memory is its own. Timed: the
 training steps of the whole pass (compilation included, model loading and
 mlx_lm.lora's validation not); tokens: every token of every pair (prompt and
-answer), the same count for all three. Prints median tokens/s over the repeats,
-peak resident memory, and the ratios.
+answer), the same count for all. `slearn-mlx-kernels` is slearn with mlx-lm's own
+SwiGLU (SLEARN_KERNELS=mlx). Prints median tokens/s over the repeats, peak
+resident memory, and the ratios.
 
     python bench/training.py [--pairs 64] [--repeats 3]
 
@@ -191,7 +192,18 @@ def run_torch(data: Path) -> dict:
     return {"seconds": sum(s for s, _ in steps), "tokens": sum(t for _, t in steps), "peak_mb": peak_rss_mb()}
 
 
-VARIANTS = {"slearn": run_slearn, "mlx_lm.lora": run_mlx_lm, "torch+peft": run_torch}
+def run_slearn_mlx_kernels(data: Path) -> dict:
+    """slearn's loop with mlx-lm's own SwiGLU (SLEARN_KERNELS=mlx), to show what kernels.py adds."""
+    os.environ["SLEARN_KERNELS"] = "mlx"
+    return run_slearn(data)
+
+
+VARIANTS = {
+    "slearn": run_slearn,
+    "slearn-mlx-kernels": run_slearn_mlx_kernels,
+    "mlx_lm.lora": run_mlx_lm,
+    "torch+peft": run_torch,
+}
 
 
 def main() -> int:
@@ -214,16 +226,16 @@ def main() -> int:
             for name in VARIANTS:  # interleaved, so drift on a shared machine hits all alike
                 result = run_variant(__file__, name, ["--data", str(data)])
                 results[name].append(result)
-                print(f"repeat {repeat}: {name:12s} {result['tokens']} tokens in {result['seconds']:.1f} s: "
+                print(f"repeat {repeat}: {name:18s} {result['tokens']} tokens in {result['seconds']:.1f} s: "
                       f"{result['tokens'] / result['seconds']:7.1f} tok/s, peak {result['peak_mb']:.0f} MB", flush=True)  # fmt: skip
 
     rate = {name: statistics.median(r["tokens"] / r["seconds"] for r in runs) for name, runs in results.items()}
     print(f"\n{opts.pairs} pairs, batch {BATCH}, one pass, {opts.repeats} repeats (median)")
-    print(f"{'':14s} {'tok/s':>8s} {'peak RSS MB':>12s} {'slearn is':>12s}")
+    print(f"{'':18s} {'tok/s':>8s} {'peak RSS MB':>12s} {'slearn is':>12s}")
     for name, runs in results.items():
         peak = statistics.median(r["peak_mb"] for r in runs)
         ratio = rate["slearn"] / rate[name]
-        print(f"{name:14s} {rate[name]:8.1f} {peak:12.0f} {ratio:11.2f}x")
+        print(f"{name:18s} {rate[name]:8.1f} {peak:12.0f} {ratio:11.2f}x")
     return 0
 
 
