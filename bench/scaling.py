@@ -17,7 +17,7 @@ relative to the smallest (1.00 means linear), and peak memory relative to the
 smallest. Writes every figure to OUT/scaling.json as it goes; a rerun with the
 same OUT skips the sizes already measured.
 
-    python bench/scaling.py [--sizes 100,1000,4000] [--max-tokens 16] [--out runs/scaling]
+    python bench/scaling.py [--sizes 100,1000,4000] [--max-tokens 16] [--out runs/scaling] [--stages ...]
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def stage_seconds(run: Path, stage: str) -> float:
     return json.loads((run / "report.json").read_text())["seconds"][stage]
 
 
-def measure(size: int, items: list[dict], out: Path, max_tokens: int) -> dict:
+def measure(size: int, items: list[dict], out: Path, max_tokens: int, stages: set[str]) -> dict:
     root = out / f"n{size}"
     if root.exists():
         shutil.rmtree(root)
@@ -93,6 +93,8 @@ def measure(size: int, items: list[dict], out: Path, max_tokens: int) -> dict:
     figures = {}
 
     def stage(name: str, directory: Path, args: list[str], reported: str) -> None:
+        if name not in stages:
+            return
         wall, peak = run_stage(args)
         figures[name] = {"seconds": stage_seconds(directory, reported), "wall": round(wall, 2), "peak_mb": round(peak)}
         print(f"n={size:5d} {name:7s} {figures[name]['seconds']:8.1f} s (wall {wall:7.1f} s), peak {peak:6.0f} MB",
@@ -108,13 +110,13 @@ def measure(size: int, items: list[dict], out: Path, max_tokens: int) -> dict:
     stage("select", run, ["select", "--out", str(run)], "select")
     stage("train", run, ["train", "--out", str(run), "--epochs", "1"], "train")
     report = json.loads((run / "report.json").read_text())["stages"]
-    figures["counts"] = {
-        "answer_tokens": report["answer"]["n_tokens"],
-        "wrong": report["grade"]["n_wrong"],
-        "train_pairs": report["train"]["n_examples"],
-        "train_tokens": report["train"]["n_seq_tokens"],
-        "train_steps": report["train"]["steps"],
-    }
+    figures["counts"] = {"answer_tokens": report["answer"]["n_tokens"], "wrong": report["grade"]["n_wrong"]}
+    if "train" in report:
+        figures["counts"].update(
+            train_pairs=report["train"]["n_examples"],
+            train_tokens=report["train"]["n_seq_tokens"],
+            train_steps=report["train"]["steps"],
+        )
     return figures
 
 
@@ -123,6 +125,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="100,1000,4000")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("runs/scaling"))
+    parser.add_argument("--stages", default=",".join(STAGES), help="answer and grade always run; select needs grade")
     opts = parser.parse_args()
     sizes = [int(s) for s in opts.sizes.split(",")]
     items = medmcqa_validation()
@@ -134,7 +137,8 @@ def main() -> int:
     for size in sizes:
         if str(size) in results:
             continue
-        results[str(size)] = measure(size, items, opts.out, opts.max_tokens)
+        stages = set(opts.stages.split(",")) | {"answer", "grade"}
+        results[str(size)] = measure(size, items, opts.out, opts.max_tokens, stages)
         results_path.write_text(json.dumps(results, indent=1))
 
     base = str(sizes[0])
@@ -143,7 +147,10 @@ def main() -> int:
     for name in STAGES:
         cells = []
         for size in sizes:
-            f = results[str(size)][name]
+            f = results[str(size)].get(name)
+            if f is None:
+                cells.append("-")
+                continue
             per_item = f["seconds"] / size / (results[base][name]["seconds"] / int(base))
             memory = f["peak_mb"] / results[base][name]["peak_mb"]
             cells.append(f"{f['seconds']:7.1f}s x{per_item:4.2f} {f['peak_mb']:5d}MB x{memory:4.2f}")
