@@ -25,9 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+# isort: off
+import slearn_mlx  # noqa: F401  (OpenBLAS before mlx)
 import mlx.core as mx
 
-import slearn_mlx  # noqa: F401  (OpenBLAS before mlx)
+# isort: on
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "slearn_mlx" / "datasets" / "medmcqa" / "train.jsonl"
@@ -196,7 +198,9 @@ def main() -> int:
 
     model, tokenizer = load_model(None)
     shape = Shape(model.args)
-    print(f"threads: OpenBLAS {os.environ.get('OPENBLAS_NUM_THREADS', 'default')}, cpus {os.cpu_count()}")
+    from slearn_mlx import _blas
+
+    print(f"BLAS: {_blas.openblas_config() or 'mlx bundled'}; {os.cpu_count()} CPUs")
     speeds = matmul_speeds(shape)
     print("1. mlx float32 matmul on the model's block shapes (GFLOP/s):")
     for rows, speed in speeds.items():
