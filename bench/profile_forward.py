@@ -96,25 +96,39 @@ def forward_breakdown(model, shape: Shape, batch: int, length: int) -> None:
     h = mx.random.normal((batch, length, shape.f))
     mx.eval(x, h)
     attn, mlp = layer.self_attn, layer.mlp
+    q = mx.random.normal((batch, shape.heads, length, shape.d))
+    k, v = (mx.random.normal((batch, shape.kv, length, shape.d)) for _ in range(2))
+    mx.eval(q, k, v)
+    linears = (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj)
     parts = {
-        "block matmuls": timed(lambda: mx.eval(*[m(x) for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj,
-                                                                mlp.gate_proj, mlp.up_proj)], mlp.down_proj(h))),
-        "attention (scores, softmax, values)": timed(lambda: mx.eval(mx.fast.scaled_dot_product_attention(
-            mx.random.normal((batch, shape.heads, length, shape.d)), mx.random.normal((batch, shape.kv, length, shape.d)),
-            mx.random.normal((batch, shape.kv, length, shape.d)), scale=shape.d**-0.5, mask="causal"))),
+        "block matmuls": timed(lambda: mx.eval(*[m(x) for m in linears], mlp.down_proj(h))),
+        "attention (scores, softmax, values)": timed(
+            lambda: mx.eval(mx.fast.scaled_dot_product_attention(q, k, v, scale=shape.d**-0.5, mask="causal"))
+        ),
+        "  of which the softmax": timed(lambda: mx.eval(mx.softmax(q @ mx.repeat(k, shape.heads // shape.kv, 1).swapaxes(-1, -2), axis=-1)))
+        - timed(lambda: mx.eval(q @ mx.repeat(k, shape.heads // shape.kv, 1).swapaxes(-1, -2))),
         "SwiGLU, mlx-lm": timed(lambda: mx.eval(swiglu(h, h))),
         "SwiGLU, slearn": timed(lambda: mx.eval(kernels.fast_swiglu(h, h))),
-        "2 RMSNorms, RoPE, residuals": timed(lambda: mx.eval(layer.input_layernorm(x), layer.post_attention_layernorm(x),
-                                                             attn.rope(x.reshape(batch, length, -1, shape.d)), x + x)),
+        "2 RMSNorms, RoPE, residuals": timed(
+            lambda: mx.eval(
+                layer.input_layernorm(x), layer.post_attention_layernorm(x),
+                attn.rope(x.reshape(batch, length, -1, shape.d)), x + x,
+            )
+        ),
     }  # fmt: skip
     tokens = mx.random.randint(0, 1000, (batch, length))
-    kernels_on = type(model.model.layers[0].mlp).__call__.__globals__["swiglu"] is kernels.fast_swiglu
-    whole = timed(lambda: mx.eval(model.model(tokens)), 3)
+    from mlx_lm import load
+
+    from slearn_mlx.models import default_model_path
+
+    plain, _ = load(str(default_model_path()))  # mlx-lm's kernels
     flops = shape.block_flops(batch * length) + shape.attention_flops(batch * length, (length + 1) / 2)
     print(f"\n2. one prefill forward pass, batch {batch} x {length} tokens, {flops / 1e9:.0f} GFLOP")
-    print(
-        f"   measured: {whole:.2f} s ({flops / whole / 1e9:.0f} GFLOP/s) with {'slearn' if kernels_on else 'mlx-lm'}'s SwiGLU"
-    )
+    wholes = {}
+    for name, m in (("slearn's SwiGLU", model), ("mlx-lm's SwiGLU", plain), ("slearn's SwiGLU, again", model)):
+        wholes[name] = timed(lambda: mx.eval(m.model(tokens)), 3)
+        print(f"   measured with {name:24s} {wholes[name]:.2f} s ({flops / wholes[name] / 1e9:.0f} GFLOP/s)")
+    whole = min(wholes["slearn's SwiGLU"], wholes["slearn's SwiGLU, again"])
     print(f"   {'component (x' + str(shape.n) + ' blocks)':40s} {'seconds':>8s}")
     for name, seconds in parts.items():
         print(f"   {name:40s} {seconds * shape.n:8.2f}")
