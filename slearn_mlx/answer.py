@@ -16,7 +16,7 @@ from slearn_mlx.runs import RecordWriter, pending_batches, read_records
 @dataclass
 class AnswerConfig:
     max_tokens: int = 64  # most tokens generated per answer
-    batch_size: int = 16  # prompts generated together
+    batch_size: int = 32  # prompts generated together; 32 was the fastest on a 2-core CPU (bench/batch_sizes.py)
     temperature: float = 0.0  # 0 is greedy decoding, which makes answers reproducible
     template: str = QUESTION_TEMPLATE  # the user message for a question; field {question}
     mcq_template: str = MCQ_TEMPLATE  # the same for multiple choice; fields {question}, {options}

@@ -206,7 +206,7 @@ def cli():
 
 @cli.command()
 @_options(DATA, OUT, MODEL, TRUST_REMOTE_CODE, CONFIG, MAX_TOKENS, TEMPERATURE, TEMPLATE, MCQ_TEMPLATE, FORCE, QUIET)
-@_setting("--batch-size", "answer__batch_size", int, "Prompts generated together [16].")
+@_setting("--batch-size", "answer__batch_size", int, "Prompts generated together [32].")
 @user_errors
 def answer(out, config_file, force, quiet, **overrides):
     """Stage 1: the model answers every question of --data.
@@ -302,7 +302,7 @@ def evaluate(out, config_file, force, quiet, **overrides):
     TRAIN_OPTIONS,
 )
 @_options(CALIBRATE, LABELS)
-@_setting("--answer-batch-size", "answer__batch_size", int, "Prompts generated together [16].")
+@_setting("--answer-batch-size", "answer__batch_size", int, "Prompts generated together [32].")
 @_setting("--batch-size", "train__batch_size", int, "Training pairs per step [4].")
 @_options(FORCE, QUIET)
 @user_errors
