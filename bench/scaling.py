@@ -67,8 +67,9 @@ def medmcqa_validation() -> list[dict]:
 def run_stage(args: list[str]) -> tuple[float, float]:
     """Run `slearn ARGS` in a child process: (wall seconds, peak RSS in MB); exit if it failed."""
     start = time.perf_counter()
+    quiet = ["--quiet"] if args[0] != "select" else []  # no progress bars
     child = subprocess.Popen(
-        [sys.executable, "-m", "slearn_mlx", *args, "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "slearn_mlx", *args, *quiet], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     output = child.stdout.read().decode(errors="replace")
     _, status, usage = os.wait4(child.pid, 0)
