@@ -51,15 +51,18 @@ def _sigmoid(g: mx.array) -> mx.array:
     return 0.5 + 0.5 * _tanh(0.5 * g)
 
 
+# Computed in float32 whatever the inputs' dtype: the approximation's coefficients need it.
 @functools.partial(mx.compile, shapeless=True)
 def _swiglu(gate: mx.array, x: mx.array) -> mx.array:
-    return gate * _sigmoid(gate) * x
+    g = gate.astype(mx.float32)
+    return (g * _sigmoid(g) * x.astype(mx.float32)).astype(x.dtype)
 
 
 @functools.partial(mx.compile, shapeless=True)
 def _swiglu_vjp(gate: mx.array, x: mx.array, cotangent: mx.array) -> tuple[mx.array, mx.array]:
-    s = _sigmoid(gate)
-    return cotangent * x * s * (1.0 + gate * (1.0 - s)), cotangent * gate * s
+    g, v, c = gate.astype(mx.float32), x.astype(mx.float32), cotangent.astype(mx.float32)
+    s = _sigmoid(g)
+    return (c * v * s * (1.0 + g * (1.0 - s))).astype(gate.dtype), (c * g * s).astype(x.dtype)
 
 
 @mx.custom_function

@@ -26,6 +26,18 @@ def test_fast_swiglu_matches_mlx_lm_over_the_float32_range():
     assert mx.abs(kernels._tanh(gate) - mx.tanh(gate)).max().item() < 1e-6
 
 
+@pytest.mark.parametrize("dtype", [mx.bfloat16, mx.float16])
+def test_fast_swiglu_in_half_precision(dtype):
+    gate = (mx.random.normal((4096,), key=mx.random.key(2)) * 6).astype(dtype)
+    x = mx.random.normal((4096,), key=mx.random.key(3)).astype(dtype)
+    got = kernels.fast_swiglu(gate, x)
+    assert got.dtype == dtype
+    exact = swiglu(gate.astype(mx.float32), x.astype(mx.float32))
+    # as close to the exact value as mlx-lm's own half-precision kernel
+    own_error = mx.abs(swiglu(gate, x).astype(mx.float32) - exact).max().item()
+    assert mx.abs(got.astype(mx.float32) - exact).max().item() <= own_error * 1.01 + 1e-6
+
+
 def test_fast_swiglu_gradient_matches():
     gate = mx.random.normal((64, 96), key=mx.random.key(0)) * 4
     x = mx.random.normal((64, 96), key=mx.random.key(1))
