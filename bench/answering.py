@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from variants import report, run_variant
+from variants import report, run_interleaved
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "slearn_mlx" / "datasets" / "medmcqa" / "train.jsonl"
@@ -136,20 +136,10 @@ def main() -> int:
         report(VARIANTS[opts.variant](opts.items, opts.max_tokens, opts.batch_size))
         return 0
 
-    results: dict[str, list[dict]] = {name: [] for name in VARIANTS}
-    for repeat in range(opts.repeats):
-        for name in VARIANTS:
-            args = [
-                "--items",
-                str(opts.items),
-                "--max-tokens",
-                str(opts.max_tokens),
-                "--batch-size",
-                str(opts.batch_size),
-            ]
-            result = run_variant(__file__, name, args)
-            results[name].append(result)
-            print(f"repeat {repeat}: {name:16s} {result['tokens']} tokens in {result['seconds']:.1f} s", flush=True)
+    args = ["--items", str(opts.items), "--max-tokens", str(opts.max_tokens), "--batch-size", str(opts.batch_size)]
+    results = run_interleaved(
+        __file__, list(VARIANTS), args, opts.repeats, lambda r: f"{r['tokens']} tokens in {r['seconds']:.1f} s"
+    )
 
     print(f"\n{opts.items} questions, max {opts.max_tokens} tokens, batch {opts.batch_size}, "
           f"{opts.repeats} repeats (median)")  # fmt: skip

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from variants import report, run_variant
+from variants import report, run_interleaved
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "slearn_mlx" / "datasets" / "medmcqa" / "train.jsonl"
@@ -72,15 +72,11 @@ def main() -> int:
 
     sizes = [int(s) for s in opts.sizes.split(",")]
     names = [f"{stage}:{size}" for stage in ("answer", "judge") for size in sizes]
-    results: dict[str, list[dict]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
         args = ["--items", str(opts.items), "--answers", str(Path(tmp) / "answers.jsonl")]
-        for repeat in range(opts.repeats):
-            for name in names:
-                result = run_variant(__file__, name, args)
-                results[name].append(result)
-                print(f"repeat {repeat}: {name:10s} {result['seconds']:6.1f} s, peak {result['peak_mb']:.0f} MB",
-                      flush=True)  # fmt: skip
+        results = run_interleaved(
+            __file__, names, args, opts.repeats, lambda r: f"{r['seconds']:6.1f} s, peak {r['peak_mb']:.0f} MB"
+        )
 
     print(f"\n{opts.items} MedMCQA items, {opts.repeats} repeats (median)")
     print(f"{'stage':8s} {'batch':>6s} {'items/s':>8s} {'peak MB':>8s} {'vs 16':>6s}")

@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from variants import report, run_variant
+from variants import report, run_interleaved, run_variant
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "slearn_mlx" / "datasets" / "medmcqa" / "train.jsonl"
@@ -223,15 +223,9 @@ def main() -> int:
         args = ["--items", str(opts.items), "--answers", str(answers)]
         made = run_variant(__file__, "answers", args)
         print(f"answers: {opts.items} items, {made['tokens']} tokens in {made['seconds']:.1f} s", flush=True)
-        results: dict[str, list[dict]] = {name: [] for name in VARIANTS}
-        for repeat in range(opts.repeats):
-            for name in VARIANTS:
-                result = run_variant(__file__, name, args)
-                results[name].append(result)
-                print(
-                    f"repeat {repeat}: {name:17s} {result['seconds']:6.1f} s, {result['wrong']} judged wrong",
-                    flush=True,
-                )
+        results = run_interleaved(
+            __file__, list(VARIANTS), args, opts.repeats, lambda r: f"{r['seconds']:6.1f} s, {r['wrong']} judged wrong"
+        )
 
     print(f"\n{opts.items} MedMCQA answers judged, batch {BATCH}, {opts.repeats} repeats (median)")
     items_s = {name: statistics.median(opts.items / r["seconds"] for r in runs) for name, runs in results.items()}

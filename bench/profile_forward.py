@@ -161,7 +161,8 @@ def stages(model, tokenizer, shape: Shape, speeds: dict, n: int) -> None:
             shape.block_flops(prefill + decode) + shape.attention_flops(prefill, mean_prompt / 2)
             + shape.attention_flops(decode, mean_prompt) + shape.vocab_flops(n + decode)
         )  # fmt: skip
-        # decode steps run at batch 16; their matmuls are the 16-row kind
+        # decode steps: at the 16-row matmul speed (the stage's batch is 32, whose matmuls are likely no slower,
+        # so this floor is if anything high)
         floor = (flops - shape.block_flops(decode)) / (speeds[1840] * 1e9) + shape.block_flops(decode) / (
             speeds[16] * 1e9
         )

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from variants import report, run_variant
+from variants import report, run_interleaved
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "slearn_mlx" / "datasets" / "medmcqa" / "train.jsonl"
@@ -221,13 +221,11 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         data = write_pairs(Path(tmp) / "data", opts.pairs)
-        results: dict[str, list[dict]] = {name: [] for name in VARIANTS}
-        for repeat in range(opts.repeats):
-            for name in VARIANTS:  # interleaved, so drift on a shared machine hits all alike
-                result = run_variant(__file__, name, ["--data", str(data)])
-                results[name].append(result)
-                print(f"repeat {repeat}: {name:18s} {result['tokens']} tokens in {result['seconds']:.1f} s: "
-                      f"{result['tokens'] / result['seconds']:7.1f} tok/s, peak {result['peak_mb']:.0f} MB", flush=True)  # fmt: skip
+        results = run_interleaved(
+            __file__, list(VARIANTS), ["--data", str(data)], opts.repeats,
+            lambda r: f"{r['tokens']} tokens in {r['seconds']:.1f} s: {r['tokens'] / r['seconds']:7.1f} tok/s, "
+                      f"peak {r['peak_mb']:.0f} MB",
+        )  # fmt: skip
 
     rate = {name: statistics.median(r["tokens"] / r["seconds"] for r in runs) for name, runs in results.items()}
     print(f"\n{opts.pairs} pairs, batch {BATCH}, one pass, {opts.repeats} repeats (median)")

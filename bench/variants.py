@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Callable
 
 
 def report(result: dict) -> None:
@@ -24,3 +25,18 @@ def run_variant(script: str, name: str, args: list[str]) -> dict:
     if line is None:
         sys.exit(f"{name} failed:\n{child.stdout[-2000:]}\n{child.stderr[-3000:]}")
     return json.loads(line[len("RESULT ") :])
+
+
+def run_interleaved(
+    script: str, names: list[str], args: list[str], repeats: int, describe: Callable[[dict], str]
+) -> dict[str, list[dict]]:
+    """Run every variant once per repeat, the variants interleaved (drift on a shared machine hits all
+    alike); prints one line per run, `describe(result)` after its name. The results by variant."""
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    width = max(map(len, names))
+    for repeat in range(repeats):
+        for name in names:
+            result = run_variant(script, name, args)
+            results[name].append(result)
+            print(f"repeat {repeat}: {name:{width}s} {describe(result)}", flush=True)
+    return results

@@ -4,8 +4,8 @@ On the CPU, mlx computes exp and sigmoid one element at a time (no SIMD on x86):
 forward pass of SmolLM2-135M the SwiGLU activation took more time than all the matmuls of its MLP
 (bench/profile_forward.py). `fast_swiglu` computes the same function from a rational approximation
 of tanh (Eigen's; max error 4e-7) written with adds, multiplies, `abs` and one divide only, which
-mx.compile fuses into loops the C++ compiler vectorizes: about 4x faster than mlx-lm's `swiglu` on
-the CPU and within 1e-5 of it. On a GPU mlx's kernel is already fast and nothing is changed.
+mx.compile fuses into loops the C++ compiler vectorizes: 2-4x faster than mlx-lm's `swiglu` on
+this project's 2-core CPU (BENCHMARKS.md) and within 1e-6 relative of it. On a GPU mlx's kernel is already fast and nothing is changed.
 
 `use_fast_kernels(model)` swaps it into the model's MLP blocks in place; parameter names stay the
 same, so adapters trained with it load anywhere. SLEARN_KERNELS=mlx keeps mlx-lm's kernel.
@@ -85,40 +85,28 @@ def wanted() -> bool:
     return mx.default_device() == mx.cpu and os.environ.get("SLEARN_KERNELS", "").lower() != "mlx"
 
 
-def _replacements() -> dict:
-    """mlx-lm's functions, by the name model code calls them, and their fast versions."""
-    from mlx_lm.models.activations import swiglu
-
-    return {"swiglu": (swiglu, fast_swiglu)}
-
-
 @functools.cache
-def _fast_class(cls: type, names: tuple[str, ...]) -> type:
-    """`cls` with its __call__ reading `names` as their fast versions (same parameters, same all else)."""
+def _fast_class(cls: type) -> type:
+    """`cls` with its __call__ reading `swiglu` as fast_swiglu (same parameters, same all else)."""
     call = cls.__call__
-    fast = {name: _replacements()[name][1] for name in names}
     fast_call = types.FunctionType(
-        call.__code__, {**call.__globals__, **fast}, call.__name__, call.__defaults__, call.__closure__
+        call.__code__, {**call.__globals__, "swiglu": fast_swiglu}, call.__name__, call.__defaults__, call.__closure__
     )
     return type(cls.__name__, (cls,), {"__call__": fast_call, "__module__": cls.__module__})
 
 
 def use_fast_kernels(model) -> int:
-    """Swap the fast kernels into every module of `model` whose __call__ calls mlx-lm's own (swiglu),
-    in place (when `wanted()`); the number of modules changed."""
+    """Swap fast_swiglu into every module of `model` whose __call__ calls mlx-lm's swiglu, in place
+    (when `wanted()`); the number of modules changed."""
     if not wanted():
         return 0
-    replacements = _replacements()
+    from mlx_lm.models.activations import swiglu
+
     changed = 0
     for _, module in model.named_modules():
         call = getattr(type(module), "__call__", None)
-        code, call_globals = getattr(call, "__code__", None), getattr(call, "__globals__", {})
-        names = tuple(
-            name
-            for name, (original, _) in replacements.items()
-            if code is not None and name in code.co_names and call_globals.get(name) is original
-        )
-        if names:
-            module.__class__ = _fast_class(type(module), names)
+        code = getattr(call, "__code__", None)
+        if code is not None and "swiglu" in code.co_names and call.__globals__.get("swiglu") is swiglu:
+            module.__class__ = _fast_class(type(module))
             changed += 1
     return changed
