@@ -158,7 +158,13 @@ NUM_LAYERS = _setting("--num-layers", "train__num_layers", int, "Blocks with LoR
 PATIENCE = _setting(
     "--patience", "train__patience", int, "Stop after this many epochs without a lower validation loss; 0: never [0]."
 )
-TRAIN_OPTIONS = _options(EPOCHS, LEARNING_RATE, RANK, NUM_LAYERS, PATIENCE)
+MAX_SEQ_LENGTH = _setting(
+    "--max-seq-length",
+    "train__max_seq_length",
+    int,
+    "Tokens per training pair; longer pairs are cut. Training's peak memory grows with the longest pair [1024].",
+)
+TRAIN_OPTIONS = _options(EPOCHS, LEARNING_RATE, RANK, NUM_LAYERS, PATIENCE, MAX_SEQ_LENGTH)
 
 
 # Template options name files; the configuration keeps the templates' text: (fields, required fields).

@@ -71,6 +71,7 @@ class TrainSummary:
     best_epoch: int | None = None
     resumed_at_step: int = 0  # 0 when training started from scratch
     skipped: str | None = None
+    longest: int = 0  # tokens in the longest pair, after max_seq_length: what peak memory grows with
 
     @classmethod
     def skip(cls, reason: str) -> "TrainSummary":
@@ -145,6 +146,12 @@ def make_batch(dataset, indices: list[int], max_seq_length: int) -> Batch:
     return Batch(mx.array(array), mx.array(bounds), mx.array(positions), mx.array(scored))
 
 
+def keeps_an_answer_token(dataset, index: int, max_seq_length: int) -> bool:
+    """Whether example `index`, cut to max_seq_length, still has an answer token to score (see make_batch)."""
+    tokens, offset = dataset[index]
+    return max(offset, 1) <= min(len(tokens), max_seq_length - 1)
+
+
 def iterate_batches(dataset, batch_size: int, max_seq_length: int, rng: np.random.Generator | None = None):
     """Every example once, batched (see `batch_order`)."""
     for indices in batch_order(dataset, batch_size, rng):
@@ -169,7 +176,8 @@ def answer_loss(model, tokens, bounds, positions, scored):
     targets = mx.take_along_axis(tokens, positions + 1, axis=1)
     ce = nn.losses.cross_entropy(logits, targets) * scored
     n_tokens = scored.sum()
-    return ce.astype(mx.float32).sum() / n_tokens, n_tokens
+    # A batch whose answers max_seq_length cut off entirely has loss and gradient 0, not 0/0.
+    return ce.astype(mx.float32).sum() / mx.maximum(n_tokens, 1), n_tokens
 
 
 def add_lora_layers(model, config: TrainConfig) -> int:
@@ -330,6 +338,16 @@ def train_adapters(
     valid_rows = read_chat_rows(train_dir / "valid.jsonl")
     train_set = CacheDataset(ChatDataset(rows, tokenizer, mask_prompt=True))
     valid_set = CacheDataset(ChatDataset(valid_rows, tokenizer, mask_prompt=True)) if valid_rows else None
+    if not any(keeps_an_answer_token(train_set, i, config.max_seq_length) for i in range(len(train_set))):
+        shortest = min(train_set[i][1] for i in range(len(train_set)))
+        raise ValueError(
+            f"{train_path}: train.max_seq_length {config.max_seq_length} cuts off every answer "
+            f"(the shortest prompt has {shortest} tokens); raise it"
+        )
+    if valid_set is not None and not any(
+        keeps_an_answer_token(valid_set, i, config.max_seq_length) for i in range(len(valid_set))
+    ):
+        valid_set = None  # nothing left to validate on
 
     mx.random.seed(config.seed)  # LoRA's initial weights
     num_layers = add_lora_layers(model, config)
@@ -422,5 +440,5 @@ def train_adapters(
     return TrainSummary(
         len(rows), len(state.history), state.step, state.n_tokens, state.n_seq_tokens,
         state.seconds + time.perf_counter() - clock[0], last["train_loss"], state.best_val, state.best_epoch,
-        resumed_at,
+        resumed_at, longest=min(max(len(train_set[i][0]) for i in range(len(train_set))), config.max_seq_length),
     )  # fmt: skip

@@ -208,3 +208,19 @@ def test_a_damaged_saved_config_is_one_line(runner, tmp_path, content):
     result = runner.invoke(cli, ["select", "--out", str(run)])
     assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
     assert "config.json" in result.output and "delete it" in result.output
+
+
+def test_max_seq_length_cuts_pairs_and_one_that_leaves_no_answer_is_one_line(runner, tiny_model, qa_file, tmp_path):
+    out = str(tmp_path / "r")
+    invoke(runner, ["answer", "--data", str(qa_file), "--model", tiny_model, "--out", out, "--max-tokens", "4",
+                    "--quiet"])  # fmt: skip
+    invoke(runner, ["grade", "--out", out, "--grader", "exact", "--quiet"])
+    invoke(runner, ["select", "--out", out])
+    result = runner.invoke(cli, ["train", "--out", out, "--max-seq-length", "3", "--num-layers", "1", "--quiet"])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert "train.max_seq_length 3 cuts off every answer" in result.output
+    assert not (tmp_path / "r" / "adapters").exists()
+    invoke(runner, ["train", "--out", out, "--max-seq-length", "48", "--epochs", "1", "--num-layers", "1", "--quiet"])
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["max_seq_length"] == 48
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["stages"]["train"]["longest"] <= 48

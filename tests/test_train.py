@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from dataclasses import replace
@@ -15,7 +16,7 @@ from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
 from slearn_mlx.models import load_model
 from slearn_mlx.records import QAItem
 from slearn_mlx.select import chat_example
-from slearn_mlx.train import TrainConfig, iterate_batches, mean_loss, train_adapters
+from slearn_mlx.train import TrainConfig, answer_loss, iterate_batches, make_batch, mean_loss, train_adapters
 
 
 def write_train_dir(path, n: int):
@@ -57,6 +58,44 @@ def test_fewer_pairs_than_the_batch_size_still_train(tiny_model, tmp_path):
     assert summary.steps == 2 and (tmp_path / "a" / "adapters.safetensors").exists()
 
 
+def _lengths(tokenizer, rows) -> list[int]:
+    return [len(tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=False)) for r in rows]
+
+
+@pytest.mark.parametrize("cut", [False, True])
+def test_the_summary_names_the_longest_pair(tiny_model, tmp_path, cut):
+    model, tokenizer = load_model(tiny_model)
+    write_train_dir(tmp_path / "train", 3)
+    rows = [json.loads(line) for line in (tmp_path / "train/train.jsonl").read_text().splitlines()]
+    rows[1]["messages"][-1]["content"] += " and a much longer answer than the others"
+    (tmp_path / "train/train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lengths = _lengths(tokenizer, rows)
+    max_seq_length = lengths[0] + 2 if cut else 1024  # cut: only the long pair is cut
+    assert lengths[1] > lengths[0] + 2
+    config = TrainConfig(epochs=1, batch_size=2, num_layers=1, max_seq_length=max_seq_length)
+    summary = train_adapters(model, tokenizer, tmp_path / "train", tmp_path / "a", config, progress=False)
+    assert summary.longest == min(max(lengths), max_seq_length)
+    assert math.isfinite(summary.train_loss) and math.isfinite(summary.val_loss)
+
+
+def test_a_length_that_cuts_off_every_answer_is_an_error(tiny_model, tmp_path):
+    model, tokenizer = load_model(tiny_model)
+    write_train_dir(tmp_path / "train", 3)
+    config = TrainConfig(epochs=1, num_layers=1, max_seq_length=4)
+    with pytest.raises(ValueError, match="max_seq_length 4 cuts off every answer"):
+        train_adapters(model, tokenizer, tmp_path / "train", tmp_path / "a", config, progress=False)
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_batch_cut_to_prompts_only_has_zero_loss_not_nan(tiny_model):
+    model, tokenizer = load_model(tiny_model)
+    rows = [chat_example(QAItem(str(i), f"What is item {i}?", f"Item {i}")) for i in range(2)]
+    dataset = CacheDataset(ChatDataset(rows, tokenizer, mask_prompt=True))
+    batch = make_batch(dataset, [0, 1], 4)
+    loss, n_tokens = answer_loss(model, *batch)
+    assert n_tokens.item() == 0 and loss.item() == 0.0
+
+
 def test_empty_selection_is_a_message_not_a_crash(tiny_model, tmp_path):
     model, tokenizer = load_model(tiny_model)
     (tmp_path / "train").mkdir()
@@ -78,8 +117,6 @@ def test_batches_cover_every_example_each_epoch():
 @pytest.mark.parametrize("max_seq_length", [1024, 40])  # 40: answers cut short
 def test_answer_loss_equals_mlx_lm_default_loss(tiny_model, tmp_path, max_seq_length):
     from mlx_lm.tuner.trainer import default_loss
-
-    from slearn_mlx.train import answer_loss, make_batch
 
     model, tokenizer = load_model(tiny_model)
     write_train_dir(tmp_path, 7)
