@@ -20,7 +20,7 @@ relative to the smallest (1.00 means linear), and peak memory relative to the
 smallest. Writes every figure to OUT/scaling.json as it goes; a rerun with the
 same OUT runs only the stages not yet measured (reusing the earlier stages' files).
 
-    python bench/scaling.py [--sizes 100,1000,4000] [--max-tokens 16] [--out runs/scaling] [--stages ...]
+    python bench/scaling.py [--sizes 100,1000,4000] [--max-tokens 16] [--cap 192] [--out runs/scaling] [--stages ...]
 """
 
 from __future__ import annotations
