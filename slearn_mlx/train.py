@@ -132,10 +132,9 @@ def make_batch(dataset, indices: list[int], max_seq_length: int) -> Batch:
     for row, ((tokens, _), n) in enumerate(zip(examples, lengths)):
         array[row, :n] = tokens[:n]
     bounds = [(offset, n) for (_, offset), n in zip(examples, lengths)]
-    # mlx-lm's loss scores targets t with offset <= t <= length (t < width); the logits for target t
-    # come from position t - 1. The window is padded to a multiple of 8, again for few shapes.
-    # A prompt longer than max_seq_length leaves nothing to score in its row.
-    spans = [(max(offset, 1), min(n, width - 1)) for offset, n in bounds]  # first and last target scored
+    # The logits for target t come from position t - 1. The window is padded to a multiple of 8,
+    # again for few shapes.
+    spans = [scored_span(offset, n, width) for offset, n in bounds]
     counts = [max(last - first + 1, 0) for first, last in spans]
     window = 8 * max(1, math.ceil(max(counts) / 8))
     positions = np.zeros((len(indices), window), np.int32)
@@ -146,10 +145,22 @@ def make_batch(dataset, indices: list[int], max_seq_length: int) -> Batch:
     return Batch(mx.array(array), mx.array(bounds), mx.array(positions), mx.array(scored))
 
 
-def keeps_an_answer_token(dataset, index: int, max_seq_length: int) -> bool:
-    """Whether example `index`, cut to max_seq_length, still has an answer token to score (see make_batch)."""
-    tokens, offset = dataset[index]
-    return max(offset, 1) <= min(len(tokens), max_seq_length - 1)
+def scored_span(offset: int, length: int, width: int) -> tuple[int, int]:
+    """First and last target scored in a row of `length` tokens whose answer starts at `offset`,
+    in a batch `width` wide: mlx-lm's loss scores targets t with offset <= t <= length, t < width.
+    Empty (first > last) when a prompt cut to max_seq_length leaves nothing to score."""
+    return max(offset, 1), min(length, width - 1)
+
+
+def scores_any_answer(dataset, max_seq_length: int) -> bool:
+    """Whether some example, cut to max_seq_length, keeps an answer token to score.
+    A batch is at most max_seq_length wide, so that is the widest row a cut example gets."""
+    for i in range(len(dataset)):
+        tokens, offset = dataset[i]
+        first, last = scored_span(offset, min(len(tokens), max_seq_length), max_seq_length)
+        if first <= last:
+            return True
+    return False
 
 
 def iterate_batches(dataset, batch_size: int, max_seq_length: int, rng: np.random.Generator | None = None):
@@ -338,15 +349,13 @@ def train_adapters(
     valid_rows = read_chat_rows(train_dir / "valid.jsonl")
     train_set = CacheDataset(ChatDataset(rows, tokenizer, mask_prompt=True))
     valid_set = CacheDataset(ChatDataset(valid_rows, tokenizer, mask_prompt=True)) if valid_rows else None
-    if not any(keeps_an_answer_token(train_set, i, config.max_seq_length) for i in range(len(train_set))):
+    if not scores_any_answer(train_set, config.max_seq_length):
         shortest = min(train_set[i][1] for i in range(len(train_set)))
         raise ValueError(
             f"{train_path}: train.max_seq_length {config.max_seq_length} cuts off every answer "
             f"(the shortest prompt has {shortest} tokens); raise it"
         )
-    if valid_set is not None and not any(
-        keeps_an_answer_token(valid_set, i, config.max_seq_length) for i in range(len(valid_set))
-    ):
+    if valid_set is not None and not scores_any_answer(valid_set, config.max_seq_length):
         valid_set = None  # nothing left to validate on
 
     mx.random.seed(config.seed)  # LoRA's initial weights
