@@ -5,7 +5,8 @@ forward pass of SmolLM2-135M the SwiGLU activation took more time than all the m
 (bench/profile_forward.py). `fast_swiglu` computes the same function from a rational approximation
 of tanh (Eigen's; max error 4e-7) written with adds, multiplies, `abs` and one divide only, which
 mx.compile fuses into loops the C++ compiler vectorizes: 2-4x faster than mlx-lm's `swiglu` on
-this project's 2-core CPU (BENCHMARKS.md) and within 1e-6 relative of it. On a GPU mlx's kernel is already fast and nothing is changed.
+this project's 2-core CPU (BENCHMARKS.md) and within 1e-6 relative of it. On a GPU mlx's kernel
+is already fast and nothing is changed.
 
 `use_fast_kernels(model)` swaps it into the model's MLP blocks in place; parameter names stay the
 same, so adapters trained with it load anywhere. SLEARN_KERNELS=mlx keeps mlx-lm's kernel.
