@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from slearn_mlx import __version__, prompts
-from slearn_mlx.grade import GRADERS
+from slearn_mlx.grade import ANSWER_GRADERS, GRADERS
 from slearn_mlx.judge import JUDGE_MODES
 
 # Only user-facing mistakes become one-line errors; anything else is a bug and keeps its traceback.
@@ -79,7 +79,8 @@ GRADER = _setting(
     "grade__grader",
     click.Choice(GRADERS),
     "judge: a model grades the answers; exact/contains/f1/option: deterministic; "
-    "hybrid: deterministic where decisive, the judge for the rest [judge].",
+    "hybrid: deterministic where decisive, the judge for the rest; probe: no answers, one forward pass reads "
+    "how likely the model is to say each reference [judge].",
 )
 JUDGE_MODE = _setting(
     "--judge-mode",
@@ -100,16 +101,42 @@ JUDGE_TEMPLATE = _setting(
     "File with the judge's prompt: fields {question}, {reference}, {answer}.",
 )
 THRESHOLD = _setting(
-    "--threshold", "grade__threshold", float, "Judge score needed to count as correct; --calibrate fits it [0.5]."
+    "--threshold",
+    "grade__threshold",
+    float,
+    "Score needed to count as correct: the judge's P(correct) [0.5], the probe's P(reference) [0.05]; "
+    "--calibrate fits it.",
+)
+PROBE_LEAD = _setting(
+    "--probe-lead",
+    "grade__probe_lead",
+    str,
+    'What the probe puts before a free-text reference in the answer ["The correct answer is "].',
+)
+ANSWER_GRADER = _setting(
+    "--answer-grader",
+    "grade__answer_grader",
+    click.Choice(ANSWER_GRADERS),
+    "With --grader probe, how generated answers (evaluation, calibration) are graded; auto: option for "
+    "multiple choice, contains otherwise [auto].",
 )
 F1_THRESHOLD = _setting(
     "--f1-threshold", "grade__f1_threshold", float, "Token F1 needed to count as correct with the f1 grader [0.5]."
 )
-GRADE_OPTIONS = _options(GRADER, JUDGE_MODE, JUDGE_MODEL, JUDGE_TEMPLATE, THRESHOLD, F1_THRESHOLD)
+GRADE_OPTIONS = _options(
+    GRADER, JUDGE_MODE, JUDGE_MODEL, JUDGE_TEMPLATE, THRESHOLD, F1_THRESHOLD, PROBE_LEAD, ANSWER_GRADER
+)
 CALIBRATE = click.option(
     "--calibrate",
     is_flag=True,
-    help="Fit the judge's threshold on labelled answers (see --labels) and keep it for the run.",
+    help="Fit the threshold of the judge or the probe on labelled items (see --labels) and keep it for the run.",
+)
+CALIBRATE_SAMPLE = click.option(
+    "--calibrate-sample",
+    type=click.IntRange(min=1),
+    default=48,
+    show_default=True,
+    help="With the probe: how many items the model answers to label for --calibrate.",
 )
 LABELS = click.option(
     "--labels",
@@ -126,6 +153,12 @@ UNCERTAIN = _setting(
     "--uncertain", "select__uncertain", float, "Judge verdicts this close above the threshold count as unknown [0]."
 )
 MAX_ITEMS = _setting("--max-items", "select__max_items", int, "At most this many unknown pairs, hardest first.")
+BUDGET = _setting(
+    "--budget",
+    "select__budget",
+    float,
+    "Train on this share of the set, least known first (wrong answers, then the weakest right ones).",
+)
 ALL_ITEMS = click.option(
     "--all", "select__all", is_flag=True, default=None, help="Train on every pair: the full fine-tuning baseline."
 )
@@ -150,7 +183,21 @@ VALID_SPLIT = click.option(
     default=None,
     help="Hold the validation pairs out of training (a true split) instead of copying them.",
 )
-SELECT_OPTIONS = _options(VALID_FRACTION, VALID_SPLIT, REPLAY, REPLAY_OWN, REPHRASE, UNCERTAIN, MAX_ITEMS, ALL_ITEMS)
+ANCHORS = _setting(
+    "--anchors",
+    "select__anchors",
+    float,
+    "Share of the known pairs left out of training that --kl holds in place (train/anchors.jsonl) [0].",
+)
+LEAD = _setting(
+    "--lead",
+    "select__lead",
+    str,
+    'What every taught answer starts with, before the reference ["The correct answer is "; "" teaches it bare].',
+)
+SELECT_OPTIONS = _options(
+    VALID_FRACTION, VALID_SPLIT, REPLAY, REPLAY_OWN, REPHRASE, UNCERTAIN, MAX_ITEMS, BUDGET, ANCHORS, LEAD, ALL_ITEMS
+)
 EPOCHS = _setting("--epochs", "train__epochs", int, "Passes over the selected pairs [3].")
 LEARNING_RATE = _setting("--learning-rate", "train__learning_rate", float, "Adam learning rate [2e-4].")
 RANK = _setting("--rank", "train__rank", int, "LoRA rank [8].")
@@ -164,7 +211,13 @@ MAX_SEQ_LENGTH = _setting(
     int,
     "Tokens per training pair; longer pairs are cut. Training's peak memory grows with the longest pair [1024].",
 )
-TRAIN_OPTIONS = _options(EPOCHS, LEARNING_RATE, RANK, NUM_LAYERS, PATIENCE, MAX_SEQ_LENGTH)
+KL = _setting(
+    "--kl",
+    "train__kl",
+    float,
+    "Weight of KL(base || adapted) on the anchor pairs (select --anchors): keeps what the model knew [0].",
+)
+TRAIN_OPTIONS = _options(EPOCHS, LEARNING_RATE, RANK, NUM_LAYERS, PATIENCE, MAX_SEQ_LENGTH, KL)
 
 
 # Template options name files; the configuration keeps the templates' text: (fields, required fields).
@@ -225,25 +278,29 @@ def answer(out, config_file, force, quiet, **overrides):
 
 
 @cli.command()
-@_options(OUT, MODEL, TRUST_REMOTE_CODE, CONFIG, GRADE_OPTIONS, CALIBRATE, LABELS, FORCE, QUIET)
+@_options(OUT, DATA, MODEL, TRUST_REMOTE_CODE, CONFIG, GRADE_OPTIONS, CALIBRATE, CALIBRATE_SAMPLE, LABELS, FORCE, QUIET)
 @click.option("--show", type=int, default=0, help="Print N graded items (a random sample) side by side.")
-@_setting("--batch-size", "grade__batch_size", int, "Judge prompts scored together [16].")
+@_setting("--batch-size", "grade__batch_size", int, "Judge or probe prompts scored together [16].")
 @user_errors
-def grade(out, config_file, force, quiet, calibrate, labels, show, **overrides):
-    """Stage 2: grade the answers against the references.
+def grade(out, config_file, force, quiet, calibrate, calibrate_sample, labels, show, **overrides):
+    """Stage 2: grade the answers against the references (or, with the probe, the items without answers).
 
     \b
     Examples:
       slearn grade --out runs/demo --grader judge --judge-mode cot
       slearn grade --out runs/demo --calibrate --labels contains --show 5
       slearn grade --out runs/demo --grader hybrid --judge-model mlx-community/Qwen2.5-1.5B-Instruct-4bit
+      slearn grade --out runs/probe --data train.jsonl --grader probe --calibrate
     """
     from slearn_mlx import pipeline
 
     _stage("grade", out, config_file, force, quiet, overrides)
     run, config = _session(out, None, {})
     if calibrate:
-        calibration, _ = pipeline.stage_calibrate(run, config, labels)
+        models = pipeline.SharedModel(config.model, config.trust_remote_code)
+        calibration, _ = pipeline.stage_calibrate(
+            run, config, labels, models, sample=calibrate_sample, progress=not quiet
+        )
         click.echo(str(calibration))
     if show:
         click.echo(pipeline.audit(run, show))
@@ -307,12 +364,12 @@ def evaluate(out, config_file, force, quiet, **overrides):
     SELECT_OPTIONS,
     TRAIN_OPTIONS,
 )
-@_options(CALIBRATE, LABELS)
+@_options(CALIBRATE, CALIBRATE_SAMPLE, LABELS)
 @_setting("--answer-batch-size", "answer__batch_size", int, "Prompts generated together [32].")
 @_setting("--batch-size", "train__batch_size", int, "Training pairs per step [4].")
 @_options(FORCE, QUIET)
 @user_errors
-def run(out, config_file, force, quiet, calibrate, labels, **overrides):
+def run(out, config_file, force, quiet, calibrate, calibrate_sample, labels, **overrides):
     """Run every stage in order: answer, grade, select, train, evaluate.
 
     Resumes whatever an interrupted run left; report.json holds the results.
@@ -331,6 +388,7 @@ def run(out, config_file, force, quiet, calibrate, labels, **overrides):
         progress=not quiet,
         force=force,
         calibrate_labels=labels if calibrate else None,
+        calibrate_sample=calibrate_sample,
     )
     adapted = report.get("adapted_accuracy")
     summary = f"run done in {report['seconds']['total']:.1f} s: report in {run_dir.report}"
@@ -347,32 +405,42 @@ def run(out, config_file, force, quiet, calibrate, labels, **overrides):
     "--strategy",
     "strategies",
     multiple=True,
-    help="A selection to compare (repeatable): all, wrong, or wrong+replay0.2, wrong+uncertain0.1, wrong+max100 "
-    "[all, wrong, wrong+replay0.2].",
+    help="A strategy to compare (repeatable): all, wrong or budgetF, joined with + to parts: probe; replayF, own, "
+    "rephrase, uncertainF, maxN, anchorsF, bare; klW, epochsN, lrX, rankN, layersN [all, wrong, wrong+replay0.2].",
 )
-@_options(VALID_FRACTION, VALID_SPLIT, TRAIN_OPTIONS)
+@click.option(
+    "--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+    help="Train every strategy this many times with different seeds (data order, draws, LoRA's initial weights).",
+)  # fmt: skip
+@_options(CALIBRATE, LABELS)
+@_options(VALID_FRACTION, VALID_SPLIT, LEAD, TRAIN_OPTIONS)
 @_setting("--batch-size", "train__batch_size", int, "Training pairs per step [4].")
 @_options(QUIET)
 @user_errors
-def compare(out, config_file, quiet, strategies, **overrides):
-    """The paper's experiment: full fine-tuning against self-learning selections, side by side.
+def compare(out, config_file, quiet, strategies, seeds, calibrate, labels, **overrides):
+    """The paper's experiment: full fine-tuning against self-learning strategies, side by side, over seeds.
 
     Trains the same base with the same settings on every pair (all) and on each
-    selection, evaluates each on --test, and writes OUT/report.json, report.md and
-    report.html (plots, opens offline): items trained on, time per stage,
-    held-out accuracy and retention.
+    strategy's selection, evaluates each on --test, and writes OUT/report.json,
+    report.md and report.html (accuracy against time, opens offline): items
+    trained on, time per stage, held-out accuracy with its spread over seeds and
+    its paired difference to full fine-tuning, and retention.
 
     \b
     Example:
       slearn compare --data train.jsonl --test test.jsonl --out runs/cmp --grader option
-      slearn compare --data train.jsonl --test test.jsonl --out runs/cmp --strategy all --strategy wrong+replay0.3
+      slearn compare --data train.jsonl --test test.jsonl --out runs/cmp --seeds 3 \\
+        --strategy all --strategy wrong --strategy budget0.6+probe+anchors1+kl1
     """
     from slearn_mlx.compare import DEFAULT_STRATEGIES, parse_strategy, run_compare
     from slearn_mlx.report import rows
 
     _, config = _session(str(Path(out) / "base"), config_file, overrides)
     selections = [parse_strategy(s, config.select) for s in strategies or DEFAULT_STRATEGIES]
-    report = run_compare(Path(out), config, selections, echo=click.echo, progress=not quiet)
+    report = run_compare(
+        Path(out), config, selections, seeds=seeds, echo=click.echo, progress=not quiet,
+        calibrate_labels=labels if calibrate else None,
+    )  # fmt: skip
     for row in rows(report):
         ratio = f" ({row['time_vs_full']:.2f}x the full set's)" if "time_vs_full" in row else ""
         retention = "-" if row["retention"] is None else f"{100 * row['retention']:.1f}%"

@@ -1,75 +1,138 @@
-"""`slearn compare`: the paper's experiment in one command.
+"""`slearn compare`: the paper's experiment in one command, over several seeds.
 
 The same base model is fine-tuned with the same hyperparameters on the full set
-(`all`) and on each self-learning selection (`wrong`, `wrong+replay0.2`, ...), and
-each is evaluated on the held-out file. The base model answers and grades the
-training set once, in OUT/base, with its test accuracy; every strategy is an
-ordinary run directory OUT/STRATEGY seeded with those files, so each resumes on
-its own and can be inspected or reused with the other commands.
+(`all`) and on each self-learning strategy (`wrong`, `probe+budget0.6+anchors1+kl1`,
+...), and each is evaluated on the held-out file. The base model answers and
+grades the training set once (OUT/base), with its test accuracy; a strategy
+that selects with the knowledge probe reads it once too (OUT/base-probe). Every
+strategy and seed is an ordinary run directory (OUT/STRATEGY, or
+OUT/STRATEGY/seedK with `seeds` > 1) seeded with those files, so each resumes
+on its own and can be inspected or reused with the other commands.
 
-Time is what a user would pay for each strategy alone: answer + grade + select +
-train for self-learning, select + train for the full set (model loading and
-evaluation aside). Retention is the adapted model's accuracy on the training items
-the base model already answered correctly.
+A seed changes the data order, the replayed and anchor draws and LoRA's
+initial weights. Time is what a user would pay for each strategy alone:
+answer + grade + select + train for the paper's self-learning, probe
+(+ calibration) + select + train with the probe, select + train for the full
+set (model loading and evaluation aside). Retention is the adapted model's
+accuracy on the training items the base model answered correctly, the same
+items for every strategy.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
-from dataclasses import asdict, dataclass, replace
+import statistics
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
 from slearn_mlx.config import RunConfig
-from slearn_mlx.pipeline import SharedModel, stage_answer, stage_evaluate, stage_grade, stage_select, stage_train
+from slearn_mlx.pipeline import (
+    SharedModel,
+    stage_answer,
+    stage_calibrate,
+    stage_evaluate,
+    stage_grade,
+    stage_select,
+    stage_train,
+)
+from slearn_mlx.probe import PROBE_GRADER
+from slearn_mlx.records import Grade
 from slearn_mlx.report import write_reports
-from slearn_mlx.runs import RunDir, lock_run, read_json
+from slearn_mlx.runs import RunDir, load_run_items, lock_run, read_json, read_records
 from slearn_mlx.select import SelectConfig
-from slearn_mlx.train import read_chat_rows
+from slearn_mlx.train import TrainConfig, read_chat_rows
 
 DEFAULT_STRATEGIES = ("all", "wrong", "wrong+replay0.2")
-_PART = re.compile(r"^(uncertain|replay|max)(\d+(?:\.\d*)?)$|^(own|rephrase)$")
+# Parts of a strategy's name after its first word, in the order names are written.
+_SELECT_PARTS = {"uncertain": "uncertain", "replay": "replay", "max": "max_items", "anchors": "anchors"}
+_TRAIN_PARTS = {"kl": "kl", "epochs": "epochs", "lr": "learning_rate", "rank": "rank", "layers": "num_layers"}
+_FLAGS = {"own": "own", "rephrase": "rephrase"}
+_PART = re.compile(r"^([a-z]+?)(\d+(?:\.\d*)?(?:e-?\d+)?)?$")
 # Files a strategy's run directory starts from: the base model's work, done once.
-SHARED = ("config.json", "fingerprint.json", "items.jsonl", "answers.jsonl", "grades.jsonl", "calibration.json",
-          "eval/base_answers.jsonl", "eval/base_grades.jsonl")  # fmt: skip
-
-
-def parse_strategy(text: str, base: SelectConfig = SelectConfig()) -> SelectConfig:
-    """'all', 'wrong', or 'wrong' joined with '+' to uncertainN, replayN, own, rephrase, maxN
-    ('wrong+replay0.2+own+rephrase')."""
-    text = text.strip()
-    settings: dict = {"all": False, "replay": 0.0, "uncertain": 0.0, "max_items": None, "own": False, "rephrase": False}
-    if text == "all":
-        return replace(base, **settings | {"all": True})
-    first, *parts = text.split("+")
-    if first != "wrong":
-        raise ValueError(
-            f"unknown strategy {text!r}: use all, wrong, or wrong+replay0.2, wrong+uncertain0.1, wrong+max100"
-        )
-    for part in parts:
-        match = _PART.match(part)
-        if not match:
-            raise ValueError(
-                f"unknown part {part!r} in strategy {text!r}: use replayN, own, rephrase, uncertainN or maxN"
-            )
-        name, value, flag = match.groups()
-        if flag:
-            settings[flag] = True
-        elif name == "max":
-            settings["max_items"] = int(float(value))
-        else:
-            settings[name] = float(value)
-    config = replace(base, **settings)
-    problems = config.problems()
-    if problems:
-        raise ValueError(f"strategy {text!r}: {'; '.join(problems)}")
-    return config
+SHARED = ("config.json", "fingerprint.json", "items.jsonl", "answers.jsonl", "grades.jsonl", "probe.jsonl",
+          "calibration.json", "calibration_answers.jsonl", "eval/base_answers.jsonl", "eval/base_grades.jsonl")  # fmt: skip
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 @dataclass(frozen=True)
-class StrategyResult:
-    strategy: str
+class Strategy:
+    """What a strategy trains on and how: its selection, the training settings it changes, and whether the
+    knowledge probe (rather than answering and grading) finds what the model does not know."""
+
+    select: SelectConfig
+    train: dict = field(default_factory=dict)  # TrainConfig fields this strategy sets
+    probe: bool = False
+
+    @property
+    def name(self) -> str:
+        head, *rest = self.select.strategy.split("+")
+        parts = [head] + (["probe"] if self.probe else []) + rest
+        for part, key in _TRAIN_PARTS.items():
+            if key in self.train:
+                parts.append(f"{part}{self.train[key]:g}")
+        return "+".join(parts)
+
+
+def parse_strategy(text: str, base: SelectConfig = SelectConfig()) -> Strategy:
+    """'all', 'wrong' or 'budgetF', joined with '+' to parts: probe; uncertainF, replayF, own, rephrase, maxN,
+    anchorsF, bare (selection); klW, epochsN, lrX, rankN, layersN (training). E.g. 'wrong+replay0.2+own',
+    'budget0.6+probe+anchors1+kl1'."""
+    text = text.strip()
+    reset = {"all": False, "replay": 0.0, "uncertain": 0.0, "max_items": None, "own": False, "rephrase": False,
+             "budget": None, "anchors": 0.0}  # fmt: skip
+    first, *parts = text.split("+")
+    settings: dict = dict(reset)
+    train: dict = {}
+    probe = False
+    if first == "all":
+        settings["all"] = True
+    elif first.startswith("budget") and _number(first[6:]) is not None:
+        settings["budget"] = _number(first[6:])
+    elif first != "wrong":
+        raise ValueError(f"unknown strategy {text!r}: use all, wrong or budgetF, e.g. wrong+replay0.2, budget0.6+probe")
+    train_types = {f.name: f.type for f in fields(TrainConfig)}
+    for part in parts:
+        match = _PART.match(part)
+        name, value = match.groups() if match else (None, None)
+        if value is None and name == "probe":
+            probe = True
+        elif value is None and name in _FLAGS:
+            settings[_FLAGS[name]] = True
+        elif value is None and name == "bare":
+            settings["lead"] = ""
+        elif value is not None and name in _SELECT_PARTS:
+            key = _SELECT_PARTS[name]
+            settings[key] = int(float(value)) if key == "max_items" else float(value)
+        elif value is not None and name in _TRAIN_PARTS:
+            key = _TRAIN_PARTS[name]
+            train[key] = int(float(value)) if train_types[key] == "int" else float(value)
+        else:
+            raise ValueError(
+                f"unknown part {part!r} in strategy {text!r}: use probe, replayN, own, rephrase, uncertainN, maxN, "
+                "anchorsN, bare, klN, epochsN, lrN, rankN or layersN"
+            )
+    if settings["all"] and (probe or any(settings[k] != v for k, v in reset.items() if k != "all")):
+        raise ValueError(f"strategy {text!r}: `all` trains on every pair; only bare and training parts go with it")
+    select = replace(base, **settings)
+    problems = select.problems() + replace(TrainConfig(), **train).problems()
+    if problems:
+        raise ValueError(f"strategy {text!r}: {'; '.join(problems)}")
+    return Strategy(select, train, probe)
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    seed: int
     n_trained: int
     seconds: dict[str, float]  # per stage the strategy pays for
     accuracy: float | None  # held out
@@ -81,57 +144,93 @@ class StrategyResult:
         return sum(self.seconds.values())
 
 
-def _seed(run: RunDir, base: RunDir) -> None:
-    """Start a strategy's run directory from the base model's answers and grades."""
+def _seed_run(run: RunDir, source: RunDir, base: RunDir) -> None:
+    """Start a strategy's run directory from the grades it selects by (`source`: the base model's answers and
+    grades, or its probe) and the base model's evaluation, which every strategy shares."""
     lock_run(run)
     for name in SHARED:
-        source, target = base.root / name, run.root / name
-        if source.exists() and not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
+        origin = base if name.startswith("eval/") else source
+        if (origin.root / name).exists() and not (run.root / name).exists():
+            (run.root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(origin.root / name, run.root / name)
 
 
-def _result(run: RunDir, base_report: dict, select: SelectConfig) -> StrategyResult:
+def _seed_result(run: RunDir, base_report: dict, strategy: Strategy, seed: int) -> SeedResult:
     report = read_json(run.report)
-    paid = ["select", "train"] if select.all else ["answer", "grade", "select", "train"]
-    spent = {
-        stage: float((base_report if stage in ("answer", "grade") else report)["seconds"].get(stage, 0.0))
-        for stage in paid
-    }
-    return StrategyResult(
-        select.strategy, int(report.get("n_selected", 0)), spent, report.get("adapted_accuracy"),
-        report.get("retention"), read_chat_rows(run.train_dir / "losses.jsonl"),
+    if strategy.select.all:
+        paid = {"select": report, "train": report}
+    else:
+        paid = {"answer": base_report, "grade": base_report, "calibrate": base_report, "select": report,
+                "train": report}  # fmt: skip
+    spent = {stage: float(src["seconds"][stage]) for stage, src in paid.items() if stage in src.get("seconds", {})}
+    return SeedResult(
+        seed, int(report.get("n_selected", 0)), spent, report.get("adapted_accuracy"), report.get("retention"),
+        read_chat_rows(run.train_dir / "losses.jsonl"),
     )  # fmt: skip
 
 
 def run_compare(
     out: Path,
     config: RunConfig,
-    strategies: list[SelectConfig],
+    strategies: list[Strategy],
     *,
+    seeds: int = 1,
     echo: Callable[[str], None] = print,
     progress: bool = True,
+    calibrate_labels: str | None = None,
 ) -> dict:
-    """Run every strategy on the same base, evaluate each, and write OUT/report.{json,md,html}."""
+    """Run every strategy on the same base with `seeds` seeds, evaluate each, and write OUT/report.{json,md,html}."""
     if not config.test:
         raise ValueError("compare needs a held-out file: pass --test FILE.jsonl")
+    if seeds < 1:
+        raise ValueError("--seeds must be at least 1")
     out = Path(out)
     models = SharedModel(config.model, config.trust_remote_code)
     base = RunDir(out / "base")
-    echo(str(stage_answer(base, config, models, progress=progress)))
+    if config.grade.grader != PROBE_GRADER:
+        echo(str(stage_answer(base, config, models, progress=progress)))
     echo(str(stage_grade(base, config, models, progress=progress)))
+    if calibrate_labels and not base.calibration.exists():
+        calibration, config = stage_calibrate(base, config, calibrate_labels, models, progress=progress)
+        echo(str(calibration))
     echo(str(stage_evaluate(base, config, models, progress=progress)))  # no adapters: the base model's accuracy
     base_report = read_json(base.report)
+    # Retention is measured on the same items for every strategy: those the base model got right.
+    base_grades = read_records(base.grades, Grade)
+    known = [item for item in load_run_items(base) if base_grades[item.id].correct]
 
-    results = []
-    for select in strategies:
-        run = RunDir(out / select.strategy)
-        _seed(run, base)
-        strategy_config = replace(config, select=select)
-        echo(f"[{select.strategy}] {stage_select(run, strategy_config, models, progress=progress)}")
-        echo(f"[{select.strategy}] {stage_train(run, strategy_config, models, progress=progress)}")
-        echo(f"[{select.strategy}] {stage_evaluate(run, strategy_config, models, progress=progress)}")
-        results.append(_result(run, base_report, select))
+    probe_base, probe_config = None, None
+    if any(s.probe for s in strategies) and config.grade.grader != PROBE_GRADER:
+        probe_base = RunDir(out / "base-probe")
+        answer_grader = config.grade.grader if config.grade.grader != "probe" else "auto"
+        probe_config = replace(config, grade=replace(config.grade, grader=PROBE_GRADER, threshold=None,
+                                                     answer_grader=answer_grader))  # fmt: skip
+        echo(f"[probe] {stage_grade(probe_base, probe_config, models, progress=progress)}")
+        if calibrate_labels and not probe_base.calibration.exists():
+            calibration, probe_config = stage_calibrate(
+                probe_base, probe_config, calibrate_labels, models, progress=progress
+            )
+            echo(f"[probe] {calibration}")
+
+    results: list[tuple[Strategy, list[SeedResult]]] = []
+    for strategy in strategies:
+        source, source_config = (probe_base, probe_config) if strategy.probe and probe_base else (base, config)
+        source_report = read_json(source.report)
+        runs = []
+        for k in range(seeds):
+            run = RunDir(out / strategy.name / f"seed{k}" if seeds > 1 else out / strategy.name)
+            _seed_run(run, source, base)
+            seeded = replace(
+                source_config,
+                select=replace(strategy.select, seed=config.select.seed + k),
+                train=replace(config.train, **strategy.train, seed=config.train.seed + k),
+            )
+            tag = f"[{strategy.name}{f' seed {k}' if seeds > 1 else ''}]"
+            echo(f"{tag} {stage_select(run, seeded, models, progress=progress)}")
+            echo(f"{tag} {stage_train(run, seeded, models, progress=progress)}")
+            echo(f"{tag} {stage_evaluate(run, seeded, models, progress=progress, known_items=known)}")
+            runs.append(_seed_result(run, source_report, strategy, k))
+        results.append((strategy, runs))
 
     report = {
         "model": base_report.get("model"),
@@ -142,20 +241,60 @@ def run_compare(
         "n_test": base_report.get("n_test"),
         "grader": config.grade.grader,
         "base_accuracy": base_report.get("base_accuracy"),
+        "seeds": seeds,
         "train": asdict(config.train),
-        "strategies": [_to_json(r) for r in results],
+        "strategies": summarize(results),
     }
     write_reports(out, report)
     return report
 
 
-def _to_json(result: StrategyResult) -> dict:
-    return {
-        "strategy": result.strategy,
-        "n_trained": result.n_trained,
-        "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
-        "total_seconds": round(result.total_seconds, 3),
-        "accuracy": result.accuracy,
-        "retention": result.retention,
-        "losses": result.losses,
-    }
+def summarize(results: list[tuple[Strategy, list[SeedResult]]]) -> list[dict]:
+    """Per strategy: every seed's figures, their means and spread, and the paired difference to `all`."""
+    full = next((runs for strategy, runs in results if strategy.select.all and not strategy.train), None)
+    if full is None:
+        full = next((runs for strategy, runs in results if strategy.select.all), None)
+    out = []
+    for strategy, runs in results:
+        row = {
+            "strategy": strategy.name,
+            "n_trained": round(statistics.mean(r.n_trained for r in runs)),
+            "seconds": {k: round(statistics.mean(r.seconds.get(k, 0.0) for r in runs), 3) for k in runs[0].seconds},
+            "total_seconds": round(statistics.mean(r.total_seconds for r in runs), 3),
+            "accuracy": _mean([r.accuracy for r in runs]),
+            "retention": _mean([r.retention for r in runs]),
+            "spread": {
+                "accuracy": _sd([r.accuracy for r in runs]),
+                "retention": _sd([r.retention for r in runs]),
+                "total_seconds": _sd([r.total_seconds for r in runs]),
+            },
+            "seeds": [asdict(r) | {"total_seconds": round(r.total_seconds, 3)} for r in runs],
+            "losses": runs[0].losses,
+        }
+        if full is not None:
+            row["vs_full"] = paired([r.accuracy for r in runs], [r.accuracy for r in full[: len(runs)]])
+            row["time_ratios"] = [r.total_seconds / f.total_seconds for r, f in zip(runs, full) if f.total_seconds]
+        out.append(row)
+    return out
+
+
+def paired(values: list[float | None], reference: list[float | None]) -> dict | None:
+    """Mean of the per-seed differences and its 95% interval (Student's t over the seeds)."""
+    diffs = [v - r for v, r in zip(values, reference) if v is not None and r is not None]
+    if not diffs:
+        return None
+    mean = statistics.mean(diffs)
+    if len(diffs) < 2:
+        return {"mean": mean, "low": None, "high": None, "n": 1}
+    half = T_975.get(len(diffs) - 1, 1.96) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(diffs)}
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.mean(present) if present else None
+
+
+def _sd(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.stdev(present) if len(present) > 1 else None

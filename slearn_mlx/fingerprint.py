@@ -18,6 +18,7 @@ from slearn_mlx.runs import STAGES, RunDir, read_json, write_json_atomic
 # Settings that change what a stage computes; batch sizes and the like only change how fast.
 ANSWER_KEYS = ("max_tokens", "temperature", "template", "mcq_template")
 GRADE_KEYS = ("grader", "judge_mode", "judge_template", "threshold", "f1_threshold", "cot_max_tokens")
+PROBE_KEYS = ("probe_lead", "answer_grader")  # only where the probe grades
 # The first stage each part of the fingerprint feeds: a change there invalidates it and all after it.
 FIRST_STAGE = {"model": "answer", "data": "answer", "answer": "answer", "grade": "grade", "test": "evaluate"}
 
@@ -71,6 +72,9 @@ def make_fingerprint(config: RunConfig, known: dict | None = None, parts=FIRST_S
 
     def grade() -> dict:
         settings = {key: getattr(config.grade, key) for key in GRADE_KEYS}
+        settings["threshold"] = config.grade.cut  # the threshold in force, whether set or the grader's default
+        if config.grade.grader == "probe":
+            settings |= {key: getattr(config.grade, key) for key in PROBE_KEYS}
         if config.grade.judge_model is not None:
             judge = (known.get("grade") or {}).get("judge_model")
             settings["judge_model"] = model_fingerprint(config.grade.judge_model, judge)

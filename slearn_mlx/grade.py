@@ -6,7 +6,11 @@ Graders (`--grader`):
   verdict, or a 0-9 score), its score compared with `threshold`;
 - `exact`, `contains`, `f1`, `option`: deterministic, no model;
 - `hybrid`: deterministic where that is decisive (the option a multiple-choice
-  answer picks; the reference found in the answer), the judge for the rest.
+  answer picks; the reference found in the answer), the judge for the rest;
+- `probe`: no answers at all: the knowledge probe (probe.py) reads how likely
+  the model is to say the reference, and P(reference) is compared with
+  `threshold`. Generated answers (evaluation, calibration samples) are then
+  graded by `answer_grader`.
 Every record keeps which grader decided, its score and, in cot mode, the
 judge's justification. `calibrate_grades` fits the threshold on labelled answers.
 """
@@ -25,20 +29,29 @@ from pathlib import Path
 from slearn_mlx.calibrate import Calibration, calibrate
 from slearn_mlx.judge import JUDGE_MODES, Judge
 from slearn_mlx.progress import progress_bar
+from slearn_mlx.prompts import PROBE_LEAD
 from slearn_mlx.records import Answer, Grade, QAItem
 from slearn_mlx.runs import RecordWriter, pending_batches, read_records, write_jsonl_atomic
 
-GRADERS = ("judge", "exact", "contains", "f1", "option", "hybrid")
+GRADERS = ("judge", "exact", "contains", "f1", "option", "hybrid", "probe")
 DETERMINISTIC = ("exact", "contains", "f1", "option")
+ANSWER_GRADERS = ("auto",) + DETERMINISTIC + ("judge", "hybrid")  # answers' grader when the probe grades items
+DEFAULT_THRESHOLDS = {"probe": 0.05}  # P(reference); every other scored grader: 0.5
 
 
 @dataclass
 class GradeConfig:
-    grader: str = "judge"  # judge | exact | contains | f1 | option | hybrid
+    grader: str = "judge"  # judge | exact | contains | f1 | option | hybrid | probe
     judge_mode: str = "verdict"  # verdict | cot | score: how the judge decides
     judge_model: str | None = None  # a separate judge model; None: the run's model grades itself
     judge_template: str | None = None  # the judge's prompt; None: the mode's default (prompts.py)
-    threshold: float = 0.5  # judge score at or above this is correct; --calibrate fits it
+    threshold: float | None = (
+        None  # score at or above this is correct; None: 0.5 (judge), 0.05 (probe); --calibrate fits it
+    )
+    probe_lead: str = PROBE_LEAD  # what the probe puts between a free-text question and its reference
+    answer_grader: str = (
+        "auto"  # with the probe, grades generated answers: auto (option or contains) or a deterministic one
+    )
     f1_threshold: float = 0.5  # token F1 at or above this is correct (f1 grader)
     cot_max_tokens: int = 48  # length of the judge's justification in cot mode
     batch_size: int = 16  # judge prompts scored together
@@ -52,8 +65,11 @@ class GradeConfig:
         if self.judge_mode not in JUDGE_MODES:
             out.append(f"grade.judge_mode must be one of {', '.join(JUDGE_MODES)}, not {self.judge_mode!r}")
         for name in ("threshold", "f1_threshold"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
                 out.append(f"grade.{name} must be between 0 and 1")
+        if self.answer_grader not in ANSWER_GRADERS:
+            out.append(f"grade.answer_grader must be one of {', '.join(ANSWER_GRADERS)}, not {self.answer_grader!r}")
         for name in ("batch_size", "cot_max_tokens"):
             if getattr(self, name) < 1:
                 out.append(f"grade.{name} must be at least 1")
@@ -66,6 +82,19 @@ class GradeConfig:
     @property
     def uses_judge(self) -> bool:
         return self.grader in ("judge", "hybrid")
+
+    @property
+    def cut(self) -> float:
+        """The threshold in force: the configured one, else the grader's default."""
+        return self.threshold if self.threshold is not None else DEFAULT_THRESHOLDS.get(self.grader, 0.5)
+
+    @property
+    def for_answers(self) -> "GradeConfig":
+        """How generated answers are graded: as configured, except that the probe, which grades no answers,
+        hands them to `answer_grader`."""
+        if self.grader != "probe":
+            return self
+        return replace(self, grader=self.answer_grader, threshold=None)
 
     @property
     def judge_name(self) -> str:
@@ -147,7 +176,9 @@ def _not_multiple_choice(item: QAItem) -> ValueError:
 
 
 def grade_deterministic(grader: str, item: QAItem, answer: str, f1_threshold: float = 0.5) -> tuple[bool, float]:
-    """(correct, score) from a deterministic grader."""
+    """(correct, score) from a deterministic grader; `auto` is `option` for multiple choice, `contains` otherwise."""
+    if grader == "auto":
+        grader = "option" if item.reference_letter is not None else "contains"
     if grader == "exact":
         ok = normalize(answer) == normalize(item.reference)
         return ok, float(ok)
@@ -163,6 +194,12 @@ def grade_deterministic(grader: str, item: QAItem, answer: str, f1_threshold: fl
         ok = answer_letter(answer, item.options) == item.reference_letter
         return ok, float(ok)
     raise ValueError(f"unknown grader {grader!r}; choose one of {', '.join(DETERMINISTIC)}")
+
+
+def _deterministic_name(grader: str, item: QAItem) -> str:
+    if grader == "auto":
+        return "option" if item.reference_letter is not None else "contains"
+    return grader
 
 
 def decisive_grade(item: QAItem, answer: str) -> Grade | None:
@@ -226,9 +263,9 @@ def grade_answers(
         to_judge = []
         for item in items:
             text = answers[item.id].text
-            if config.grader in DETERMINISTIC:
+            if config.grader in DETERMINISTIC or config.grader == "auto":
                 ok, score = grade_deterministic(config.grader, item, text, config.f1_threshold)
-                grade = Grade(item.id, ok, score, config.grader)
+                grade = Grade(item.id, ok, score, _deterministic_name(config.grader, item))
             elif config.grader == "hybrid":
                 grade = decisive_grade(item, text)
             else:
@@ -247,9 +284,7 @@ def grade_answers(
                     if item.id in done:
                         continue
                     score = round(judgement.score, 6)
-                    writer.write(
-                        Grade(item.id, score >= config.threshold, score, config.judge_name, judgement.justification)
-                    )
+                    writer.write(Grade(item.id, score >= config.cut, score, config.judge_name, judgement.justification))
                     bar.update(1)
 
     grades = read_records(out_path, Grade)
@@ -259,25 +294,28 @@ def grade_answers(
 
 
 def calibrate_grades(grades_path: Path, labels: dict[str, bool], threshold: float, label_source: str) -> Calibration:
-    """Fit the judge's threshold on labelled answers and re-decide the judge's verdicts with it.
+    """Fit the threshold of a judge or the probe on labelled items and re-decide their verdicts with it.
 
-    Only verdicts the judge gave are calibrated and rewritten (atomically);
+    Only verdicts the judge or the probe gave are calibrated and rewritten (atomically);
     deterministic ones stand.
     """
     grades = read_records(grades_path, Grade)
-    judged = [g for g in grades.values() if g.grader.startswith("judge") and g.id in labels]
+    judged = [g for g in grades.values() if _scored(g) and g.id in labels]
     if not judged:
         raise ValueError(
             f"no judged answer carries a label ({len(labels)} labels, "
-            f"{sum(g.grader.startswith('judge') for g in grades.values())} judged answers); "
+            f"{sum(_scored(g) for g in grades.values())} judged answers); "
             "calibration needs answers graded by a judge and labels for some of them"
         )
     result = calibrate([g.score for g in judged], [labels[g.id] for g in judged], threshold, label_source)
-    rewritten = (
-        replace(g, correct=g.score >= result.threshold) if g.grader.startswith("judge") else g for g in grades.values()
-    )
+    rewritten = (replace(g, correct=g.score >= result.threshold) if _scored(g) else g for g in grades.values())
     write_jsonl_atomic(grades_path, (g.to_json() for g in rewritten))
     return result
+
+
+def _scored(grade: Grade) -> bool:
+    """A verdict that compares a score with a threshold (a judge's or the probe's), which calibration can move."""
+    return grade.grader.startswith("judge") or grade.grader == "probe"
 
 
 def audit_sample(
@@ -290,11 +328,12 @@ def audit_sample(
     for item in sample:
         grade = grades[item.id]
         verdict = "correct" if grade.correct else "WRONG"
+        score = "P(reference)" if grade.grader == "probe" else "score"
         lines = [
-            f"[{item.id}] {verdict} by {grade.grader} (score {grade.score:.3f})",
+            f"[{item.id}] {verdict} by {grade.grader} ({score} {grade.score:.3f})",
             f"  question : {_one_line(item.question)}",
             f"  reference: {_one_line(item.reference_text)}",
-            f"  answer   : {_one_line(answers[item.id].text)}",
+            f"  answer   : {_one_line(answers[item.id].text) if item.id in answers else '(none: the probe reads P(reference))'}",
         ]
         if grade.justification:
             lines.append(f"  judge    : {_one_line(grade.justification)}")

@@ -36,13 +36,33 @@ from slearn_mlx.grade import (
     calibrate_grades,
     deterministic_labels,
     grade_answers,
+    grade_deterministic,
 )
 from slearn_mlx.judge import Judge
 from slearn_mlx.models import environment_info, load_model, resolve_model
+from slearn_mlx.probe import PROBE_GRADER, Knowledge, ProbeSummary, probe_grade, probe_items, probe_summary
 from slearn_mlx.records import Answer, Grade, QAItem
-from slearn_mlx.runs import STAGES, RunDir, load_run_items, lock_run, read_json, read_records, save_items, update_report
+from slearn_mlx.runs import (
+    STAGES,
+    RunDir,
+    load_run_items,
+    lock_run,
+    read_json,
+    read_records,
+    save_items,
+    update_report,
+    write_jsonl_atomic,
+)
 from slearn_mlx.select import SelectSummary, pick, rephrase_prompt, select_unknown
-from slearn_mlx.train import ADAPTER_CONFIG, ADAPTER_FILE, CHECKPOINT_FILE, TrainSummary, train_adapters, training_key
+from slearn_mlx.train import (
+    ADAPTER_CONFIG,
+    ADAPTER_FILE,
+    ANCHORS_FILE,
+    CHECKPOINT_FILE,
+    TrainSummary,
+    train_adapters,
+    training_key,
+)
 
 
 class SharedModel:
@@ -69,7 +89,7 @@ def judge_for(config: RunConfig, models: SharedModel) -> Iterator[Judge | None]:
     A separate `judge_model` is loaded for the block and freed after it; without
     one, the run's own model judges itself.
     """
-    grade = config.grade
+    grade = config.grade.for_answers  # the probe judges no answers; its answer grader might
     if not grade.uses_judge:
         yield None
         return
@@ -93,8 +113,13 @@ def _outputs(run: RunDir, stage: str) -> list[Path]:
     """What a stage writes, which --force deletes."""
     return {
         "answer": [run.answers],
-        "grade": [run.grades, run.calibration],
-        "select": [run.rephrased, run.train_dir / "train.jsonl", run.train_dir / "valid.jsonl"],
+        "grade": [run.grades, run.probe, run.calibration, run.calibration_answers],
+        "select": [
+            run.rephrased,
+            run.train_dir / "train.jsonl",
+            run.train_dir / "valid.jsonl",
+            run.train_dir / ANCHORS_FILE,
+        ],  # fmt: skip
         "train": [run.adapters, run.train_dir / "losses.jsonl", run.train_dir / CHECKPOINT_FILE],
         "evaluate": [run.eval_dir],
     }[stage]
@@ -174,7 +199,11 @@ def stage_answer(run: RunDir, config: RunConfig, models: SharedModel, *, progres
     return summary
 
 
-def stage_grade(run: RunDir, config: RunConfig, models: SharedModel, *, progress: bool = True) -> GradeSummary:
+def stage_grade(
+    run: RunDir, config: RunConfig, models: SharedModel, *, progress: bool = True
+) -> GradeSummary | ProbeSummary:
+    if config.grade.grader == PROBE_GRADER:
+        return stage_probe(run, config, models, progress=progress)
     _check(run, config)
     items = load_run_items(run)
     answers = read_records(run.require(run.answers, "answer"), Answer)
@@ -187,37 +216,99 @@ def stage_grade(run: RunDir, config: RunConfig, models: SharedModel, *, progress
     return summary
 
 
-def stage_calibrate(run: RunDir, config: RunConfig, labels: str) -> tuple[Calibration, RunConfig]:
-    """Fit the judge's threshold on labelled answers; the run keeps it (config.json, calibration.json).
+def stage_probe(run: RunDir, config: RunConfig, models: SharedModel, *, progress: bool = True) -> ProbeSummary:
+    """Grade the training items with the knowledge probe: probe.jsonl (resumable), then grades.jsonl from it."""
+    items = _items(config.data, "--data")
+    _check(run, config)
+    start = time.perf_counter()
+    done = read_records(run.probe, Knowledge, repair=False)
+    model, tokenizer = models.get() if any(item.id not in done for item in items) else (None, None)
+    _begin(run, config, "grade")
+    save_items(run, items)
+    n_new = probe_items(
+        model, tokenizer, items, run.probe, lead=config.grade.probe_lead, answer_config=config.answer,
+        batch_size=config.grade.batch_size, progress=progress,
+    )  # fmt: skip
+    knowledge = read_records(run.probe, Knowledge)
+    write_jsonl_atomic(run.grades, (probe_grade(knowledge[item.id], config.grade.cut).to_json() for item in items))
+    summary = probe_summary(items, knowledge, config.grade.cut, n_new, time.perf_counter() - start)
+    _record(run, "grade", summary, n_items=len(items), data=str(config.data), n_wrong=summary.n_items - summary.n_known,
+            grader=PROBE_GRADER)  # fmt: skip
+    return summary
+
+
+def stage_calibrate(
+    run: RunDir,
+    config: RunConfig,
+    labels: str,
+    models: SharedModel | None = None,
+    *,
+    sample: int = 48,
+    progress: bool = True,
+) -> tuple[Calibration, RunConfig]:
+    """Fit the threshold of the judge or the probe on labelled items; the run keeps it (config.json,
+    calibration.json).
 
     `labels` is a deterministic grader (exact, contains, f1, option), `auto` (the
-    hybrid grader's decisive verdicts), or a JSONL file of {"id", "correct"}.
+    hybrid grader's decisive verdicts; with the probe, `grade.answer_grader`), or a
+    JSONL file of {"id", "correct"}. The probe has no answers to label: the model
+    answers a seeded sample of `sample` items (calibration_answers.jsonl), which
+    the labels' grader grades.
     """
+    start = time.perf_counter()
     items = load_run_items(run)
-    answers = read_records(run.require(run.answers, "answer"), Answer)
+    probing = config.grade.grader == PROBE_GRADER
     run.require(run.grades, "grade")
     lock_run(run)
-    if labels == "auto" or labels in DETERMINISTIC:
-        trusted = deterministic_labels(labels, items, answers)
-    else:
+    if labels not in ("auto",) + DETERMINISTIC:
         trusted = read_labels(labels)
+    elif probing:
+        trusted = _sample_labels(run, config, items, labels, models, sample, progress)
+    else:
+        trusted = deterministic_labels(labels, items, read_records(run.require(run.answers, "answer"), Answer))
     _check(run, config)
-    calibration = calibrate_grades(run.grades, trusted, config.grade.threshold, labels)
+    calibration = calibrate_grades(run.grades, trusted, config.grade.cut, labels)
     config = replace(config, grade=replace(config.grade, threshold=round(calibration.threshold, 6)))
     save_calibration(run.calibration, calibration)
     save_fingerprint(run, make_fingerprint(config, read_fingerprint(run)), "grade")
     save_config(run, config)
     grades = read_records(run.grades, Grade)
     n_wrong = sum(1 for item in items if not grades[item.id].correct)
-    update_report(run, calibration=calibration.to_json(), n_wrong=n_wrong)
+    update_report(
+        run, calibration=calibration.to_json(), n_wrong=n_wrong, seconds={"calibrate": time.perf_counter() - start}
+    )
     return calibration, config
+
+
+def _sample_labels(
+    run: RunDir,
+    config: RunConfig,
+    items: list[QAItem],
+    labels: str,
+    models: SharedModel | None,
+    sample: int,
+    progress: bool,
+) -> dict[str, bool]:
+    """Labels for the probe's calibration: the model answers a seeded sample, a deterministic grader grades it."""
+    chosen = random.Random(0).sample(items, min(sample, len(items)))
+    done = read_records(run.calibration_answers, Answer, repair=False)
+    if any(item.id not in done for item in chosen):
+        model, tokenizer = (models or SharedModel(config.model, config.trust_remote_code)).get()
+        answer_items(model, tokenizer, chosen, run.calibration_answers, config.answer, progress=progress,
+                     desc="calibrate")  # fmt: skip
+    answers = read_records(run.calibration_answers, Answer)
+    grader = config.grade.answer_grader if labels == "auto" else labels
+    return {item.id: grade_deterministic(grader, item, answers[item.id].text)[0] for item in chosen}
 
 
 def audit(run: RunDir, n: int, seed: int = 0) -> str:
     """N graded items side by side, for a person to check the grading."""
     items = load_run_items(run)
-    answers = read_records(run.require(run.answers, "answer"), Answer)
     grades = read_records(run.require(run.grades, "grade"), Grade)
+    if run.answers.exists() or not run.probe.exists():
+        answers = read_records(run.require(run.answers, "answer"), Answer)
+    else:  # the probe graded without answers; the calibration sample has some
+        answers = read_records(run.calibration_answers, Answer)
     return audit_sample(items, answers, grades, n, seed)
 
 
@@ -236,16 +327,14 @@ def stage_select(
     answers = read_records(run.answers, Answer) if select.own else None
     rephrased = None
     if select.rephrase and not select.all:
-        unknown = pick(items, grades, select, config.grade.threshold, random.Random(select.seed)).unknown
+        unknown = pick(items, grades, select, config.grade.cut, random.Random(select.seed)).unknown
         model, tokenizer = (models or SharedModel(config.model, config.trust_remote_code)).get()
         answer_items(
             model, tokenizer, unknown, run.rephrased, config.answer, progress=progress, desc="rephrase",
             user_message=lambda item: rephrase_prompt(item, config.answer),
         )  # fmt: skip
         rephrased = read_records(run.rephrased, Answer)
-    summary = select_unknown(
-        items, grades, run.train_dir, select, config.answer, config.grade.threshold, answers, rephrased
-    )
+    summary = select_unknown(items, grades, run.train_dir, select, config.answer, config.grade.cut, answers, rephrased)
     summary = replace(summary, seconds=time.perf_counter() - start)
     _record(run, "select", summary, n_selected=summary.n_selected)
     return summary
@@ -275,17 +364,26 @@ def stage_train(run: RunDir, config: RunConfig, models: SharedModel, *, progress
     return summary
 
 
-def stage_evaluate(run: RunDir, config: RunConfig, models: SharedModel, *, progress: bool = True) -> EvalSummary:
+def stage_evaluate(
+    run: RunDir,
+    config: RunConfig,
+    models: SharedModel,
+    *,
+    progress: bool = True,
+    known_items: list[QAItem] | None = None,
+) -> EvalSummary:
+    """Held-out accuracy of the base model and of base + adapters, and retention on `known_items` (by default the
+    training items the run graded correct)."""
     _check(run, config)
     test_items = _items(config.test, "--test")
-    known = None
-    if run.grades.exists():  # the training items the base model answered right: retention is measured on them
+    known = known_items
+    if known is None and run.grades.exists():  # the training items the base model answered right
         grades = read_records(run.grades, Grade, repair=False)
         known = [item for item in load_run_items(run) if item.id in grades and grades[item.id].correct]
     model, tokenizer = models.get()
     _begin(run, config, "evaluate")
     summary = evaluate_adapters(
-        model, tokenizer, test_items, run.eval_dir, run.adapters, config.answer, config.grade,
+        model, tokenizer, test_items, run.eval_dir, run.adapters, config.answer, config.grade.for_answers,
         make_judge=lambda: judge_for(config, models), progress=progress, known_items=known,
     )  # fmt: skip
     _record(
@@ -303,6 +401,7 @@ def run_pipeline(
     progress: bool = True,
     force: bool = False,
     calibrate_labels: str | None = None,
+    calibrate_sample: int = 48,
 ) -> dict:
     """answer -> grade [-> calibrate] -> select -> train -> evaluate (with a test file), resuming what is done."""
     _items(config.data, "--data")  # bad input fails here, before anything is written
@@ -312,10 +411,13 @@ def run_pipeline(
         start_over(run, config, STAGES[0])
     models = SharedModel(config.model, config.trust_remote_code)
     start = time.perf_counter()
-    echo(str(stage_answer(run, config, models, progress=progress)))
+    if config.grade.grader != PROBE_GRADER:  # the probe needs no answers
+        echo(str(stage_answer(run, config, models, progress=progress)))
     echo(str(stage_grade(run, config, models, progress=progress)))
     if calibrate_labels and not run.calibration.exists():  # a resumed run keeps its calibration
-        calibration, config = stage_calibrate(run, config, calibrate_labels)
+        calibration, config = stage_calibrate(
+            run, config, calibrate_labels, models, sample=calibrate_sample, progress=progress
+        )
         echo(str(calibration))
     echo(str(stage_select(run, config, models, progress=progress)))
     echo(str(stage_train(run, config, models, progress=progress)))

@@ -12,6 +12,9 @@ Judging (`slearn grade --judge-template FILE`), fields {question}, {reference},
 - SCORE_TEMPLATE: the next token must be one digit, 0-9.
 Each is sent as the user turn of the model's chat template.
 
+Probing (`slearn grade --grader probe`): PROBE_LEAD, written as the start of the
+model's answer before the reference whose probability is read.
+
 Rephrasing (`slearn select --rephrase`), fields {question} (as the model was asked)
 and {reference}: REPHRASE_TEMPLATE asks the model to answer again knowing the
 right answer, so a training target can be in the model's own words.
@@ -50,6 +53,10 @@ REPHRASE_TEMPLATE = (
     "The correct answer is: {reference}\n\n"
     "Answer the question as you normally would, using the correct answer."
 )
+# The knowledge probe (`--grader probe`) reads P(reference) after this lead in the assistant's turn: a model that
+# answers in sentences gives a bare reference little probability as its first word however well it knows it
+# (BENCHMARKS.md, "The knowledge probe").
+PROBE_LEAD = "The correct answer is "
 DEFAULT_TEMPLATES = {"verdict": VERDICT_TEMPLATE, "cot": COT_TEMPLATE, "score": SCORE_TEMPLATE}
 VERDICT_CUE = "\nVerdict:"  # appended after a cot justification; the verdict word comes next
 ANSWER_FIELDS = {"question"}

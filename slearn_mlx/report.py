@@ -9,54 +9,85 @@ from pathlib import Path
 from slearn_mlx.runs import atomic_file, write_json_atomic
 
 COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"]
-STAGE_COLORS = {"answer": "#4c72b0", "grade": "#dd8452", "select": "#8c8c8c", "train": "#55a868"}
+STAGE_COLORS = {"answer": "#4c72b0", "grade": "#dd8452", "calibrate": "#da8bc3", "select": "#8c8c8c",
+                "train": "#55a868"}  # fmt: skip
 
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def _pm(value: float | None, spread: float | None, percent: bool = True) -> str:
+    """A mean with its spread over seeds: 85.0% ± 1.2."""
+    if value is None:
+        return "-"
+    text = _pct(value) if percent else f"{value:.1f}"
+    if spread is None:
+        return text
+    return f"{text} ± {100 * spread:.1f}" if percent else f"{text} ± {spread:.1f}"
+
+
+def _interval(vs: dict | None) -> str:
+    """A paired difference in points, with its 95% interval when there are several seeds."""
+    if not vs:
+        return "-"
+    text = f"{100 * vs['mean']:+.1f}"
+    if vs.get("low") is not None:
+        text += f" [{100 * vs['low']:+.1f}, {100 * vs['high']:+.1f}]"
+    return text
+
+
 def rows(report: dict) -> list[dict]:
     """One row per strategy with its time and accuracy relative to full fine-tuning (`all`)."""
     full = next((s for s in report["strategies"] if s["strategy"] == "all"), None)
+    full = full or next((s for s in report["strategies"] if s["strategy"].startswith("all")), None)
     out = []
     for s in report["strategies"]:
         row = dict(s)
+        row.setdefault("spread", {})
         if full and full["total_seconds"]:
             row["time_vs_full"] = s["total_seconds"] / full["total_seconds"]
-        if full and full["accuracy"] is not None and s["accuracy"] is not None:
-            row["accuracy_vs_full"] = s["accuracy"] - full["accuracy"]
+        if "vs_full" not in row and full and full["accuracy"] is not None and s["accuracy"] is not None:
+            row["vs_full"] = {"mean": s["accuracy"] - full["accuracy"], "low": None, "high": None, "n": 1}
         out.append(row)
     return out
 
 
+STAGE_NAMES = {"answer": "answer", "grade": "grade / probe", "calibrate": "calibrate", "select": "select",
+               "train": "train"}  # fmt: skip
+
+
 def markdown(report: dict) -> str:
+    seeds = report.get("seeds", 1)
     lines = [
         f"# slearn compare: {report['model']}",
         "",
         f"Training set {report['data']} ({report['n_items']} items, {report['n_wrong']} graded wrong by "
         f"{report['grader']}); held-out {report['test']} ({report['n_test']} items). "
-        f"Base model held-out accuracy {_pct(report['base_accuracy'])}.",
+        f"Base model held-out accuracy {_pct(report['base_accuracy'])}."
+        + (f" Every strategy ran with {seeds} seeds: means ± standard deviation over seeds." if seeds > 1 else ""),
         "",
-        "| strategy | items trained | answer s | grade s | select s | train s | total s | time vs full "
-        "| held-out accuracy | vs full (points) | retention |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| strategy | items trained | "
+        + " | ".join(f"{name} s" for name in STAGE_NAMES.values())
+        + " | total s | time vs full | held-out accuracy | vs full (points, 95% interval) | retention |",
+        "| --- | ---: | " + " | ".join("---:" for _ in STAGE_NAMES) + " | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows(report):
-        sec = row["seconds"]
-        cell = lambda stage: f"{sec[stage]:.1f}" if stage in sec else "-"  # noqa: E731
+        sec, spread = row["seconds"], row["spread"]
+        cells = [f"{sec[stage]:.1f}" if stage in sec else "-" for stage in STAGE_NAMES]
         ratio = f"{row['time_vs_full']:.2f}x" if "time_vs_full" in row else "-"
-        delta = f"{100 * row['accuracy_vs_full']:+.1f}" if "accuracy_vs_full" in row else "-"
         lines.append(
-            f"| {row['strategy']} | {row['n_trained']} | {cell('answer')} | {cell('grade')} | {cell('select')} "
-            f"| {cell('train')} | {row['total_seconds']:.1f} | {ratio} | {_pct(row['accuracy'])} | {delta} "
-            f"| {_pct(row['retention'])} |"
+            f"| {row['strategy']} | {row['n_trained']} | {' | '.join(cells)} "
+            f"| {_pm(row['total_seconds'], spread.get('total_seconds'), percent=False)} | {ratio} "
+            f"| {_pm(row['accuracy'], spread.get('accuracy'))} | {_interval(row.get('vs_full'))} "
+            f"| {_pm(row['retention'], spread.get('retention'))} |"
         )
     lines += [
         "",
-        "Time is what each strategy costs alone: answer + grade + select + train for self-learning, "
-        "select + train for the full set (`all`); model loading and evaluation aside. Retention: the "
-        "adapted model's accuracy on the training items the base model answered correctly.",
+        "Time is what each strategy costs alone: answer + grade (or the probe, with its calibration) + select + "
+        "train for self-learning, select + train for the full set (`all`); model loading and evaluation aside. "
+        "vs full: the mean over seeds of the difference to `all` trained with the same seed, with its 95% interval. "
+        "Retention: the adapted model's accuracy on the training items the base model answered correctly.",
         "",
     ]
     return "\n".join(lines)
@@ -166,18 +197,69 @@ def accuracy_plot(report: dict, width: int = 700) -> str:
 
 
 def _table(report: dict) -> str:
-    head = ["strategy", "items trained", "total s", "time vs full", "held-out accuracy", "vs full (points)",
+    head = ["strategy", "items trained", "total s", "time vs full", "held-out accuracy", "vs full (points, 95%)",
             "retention"]  # fmt: skip
     cells = []
     for row in rows(report):
+        spread = row["spread"]
         cells.append([
-            row["strategy"], str(row["n_trained"]), f"{row['total_seconds']:.1f}",
-            f"{row['time_vs_full']:.2f}x" if "time_vs_full" in row else "-", _pct(row["accuracy"]),
-            f"{100 * row['accuracy_vs_full']:+.1f}" if "accuracy_vs_full" in row else "-", _pct(row["retention"]),
+            row["strategy"], str(row["n_trained"]), _pm(row["total_seconds"], spread.get("total_seconds"), False),
+            f"{row['time_vs_full']:.2f}x" if "time_vs_full" in row else "-",
+            _pm(row["accuracy"], spread.get("accuracy")), _interval(row.get("vs_full")),
+            _pm(row["retention"], spread.get("retention")),
         ])  # fmt: skip
     header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in cells)
     return f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def tradeoff_plot(report: dict, width: int = 700, height: int = 380) -> str:
+    """Held-out accuracy against end-to-end time, one point per strategy with its spread over seeds as
+    whiskers: the trade-off a user picks from."""
+    left, right, top, bottom = 60, 220, 14, 40
+    points = [r for r in rows(report) if r["accuracy"] is not None]
+    if not points:
+        return "<p>No held-out accuracy to plot.</p>"
+    spread = lambda r, key: r["spread"].get(key) or 0.0  # noqa: E731
+    x_hi = max(r["total_seconds"] + spread(r, "total_seconds") for r in points) * 1.08 or 1.0
+    accs = [r["accuracy"] + d * spread(r, "accuracy") for r in points for d in (-1, 1)]
+    accs.append(report.get("base_accuracy") or min(accs))
+    y_lo, y_hi = max(0.0, min(accs) - 0.03), min(1.0, max(accs) + 0.03)
+    y_hi = y_hi if y_hi > y_lo else y_lo + 0.1
+    x = lambda v: left + (width - left - right) * v / x_hi  # noqa: E731
+    y = lambda v: top + (height - top - bottom) * (y_hi - v) / (y_hi - y_lo)  # noqa: E731
+    body = [f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#333"/>',
+            f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#333"/>',
+            _text((left + width - right) / 2, height - 8, "end-to-end seconds (selection + training)", "middle"),
+            _text(14, (top + height - bottom) / 2, "held-out accuracy", "middle",
+                  transform=f"rotate(-90 14 {(top + height - bottom) / 2:.0f})")]  # fmt: skip
+    for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
+        sec, acc = x_hi * frac, y_lo + (y_hi - y_lo) * frac
+        body += [_text(x(sec), height - bottom + 14, f"{sec:.0f}", "middle"),
+                 _text(left - 4, y(acc) + 4, _pct(acc), "end"),
+                 f'<line x1="{left}" y1="{y(acc):.1f}" x2="{width - right}" y2="{y(acc):.1f}" stroke="#eee"/>']  # fmt: skip
+    base = report.get("base_accuracy")
+    if base is not None:
+        body += [f'<line x1="{left}" y1="{y(base):.1f}" x2="{width - right}" y2="{y(base):.1f}" stroke="#c44e52" '
+                 'stroke-dasharray="4 3"/>', _text(width - right - 4, y(base) - 4, f"base {_pct(base)}", "end",
+                 fill="#c44e52")]  # fmt: skip
+    for i, r in enumerate(points):
+        color, cx, cy = COLORS[i % len(COLORS)], x(r["total_seconds"]), y(r["accuracy"])
+        dx, dy = spread(r, "total_seconds"), spread(r, "accuracy")
+        if dx:
+            body.append(f'<line x1="{x(r["total_seconds"] - dx):.1f}" y1="{cy:.1f}" x2="{x(r["total_seconds"] + dx):.1f}" '
+                        f'y2="{cy:.1f}" stroke="{color}"/>')  # fmt: skip
+        if dy:
+            body.append(f'<line x1="{cx:.1f}" y1="{y(r["accuracy"] - dy):.1f}" x2="{cx:.1f}" y2="{y(r["accuracy"] + dy):.1f}" '
+                        f'stroke="{color}"/>')  # fmt: skip
+        body.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{color}" stroke="#000">'
+                    f"<title>{html.escape(r['strategy'])}: {_pct(r['accuracy'])}, {r['total_seconds']:.0f} s</title>"
+                    "</circle>")  # fmt: skip
+        body.append(f'<circle cx="{width - right + 17}" cy="{top + 16 * i + 5}" r="5" fill="{color}" stroke="#000"/>')
+        body.append(_text(width - right + 26, top + 16 * i + 9, r["strategy"]))
+    seeds = report.get("seeds", 1)
+    whiskers = f"; whiskers: ± one standard deviation over {seeds} seeds" if seeds > 1 else ""
+    return _svg(width, height, body, f"Held-out accuracy against end-to-end time{whiskers}")
 
 
 def write_reports(out: Path, report: dict) -> None:
@@ -207,9 +289,11 @@ figure {{ margin: 1.5em 0; }} figcaption {{ font-weight: bold; margin-bottom: .4
 <h1>slearn compare: {html.escape(str(report["model"]))}</h1>
 <p>{summary}</p>
 {_table(report)}
-<p>Time is what each strategy costs alone: answer + grade + select + train for self-learning, select + train for
-the full set (<code>all</code>); model loading and evaluation aside. Retention: the adapted model's accuracy on the
-training items the base model answered correctly.</p>
+<p>Time is what each strategy costs alone: answer + grade (or the probe, with its calibration) + select + train for
+self-learning, select + train for the full set (<code>all</code>); model loading and evaluation aside. vs full: the
+mean over seeds of the difference to <code>all</code> trained with the same seed, with its 95% interval. Retention:
+the adapted model's accuracy on the training items the base model answered correctly.</p>
+{tradeoff_plot(report)}
 {accuracy_plot(report)}
 {time_plot(report)}
 {loss_plot(report)}

@@ -7,8 +7,10 @@ flushed line by line, plus whole-file outputs written atomically (temp + rename)
     fingerprint.json      the model, data hashes and settings that made it; a mismatched rerun is refused
     items.jsonl           the training items, normalised
     answers.jsonl         stage 1: the model's answers
+    probe.jsonl           stage 2 with the probe: how likely the model is to say each reference
     grades.jsonl          stage 2: the verdicts
-    calibration.json      the judge's fitted threshold and its agreement before and after
+    calibration.json      the fitted threshold of the judge or the probe, and its agreement before and after
+    calibration_answers.jsonl  the sample the probe's calibration answered
     rephrased.jsonl       stage 3 with --rephrase: the model's rewrites of the references
     train/train.jsonl     stage 3: the pairs to train on, in mlx-lm chat format
     train/valid.jsonl
@@ -50,6 +52,8 @@ class RunDir:
     items = property(lambda self: self.root / "items.jsonl")
     answers = property(lambda self: self.root / "answers.jsonl")
     grades = property(lambda self: self.root / "grades.jsonl")
+    probe = property(lambda self: self.root / "probe.jsonl")
+    calibration_answers = property(lambda self: self.root / "calibration_answers.jsonl")
     calibration = property(lambda self: self.root / "calibration.json")
     train_dir = property(lambda self: self.root / "train")
     adapters = property(lambda self: self.root / "adapters")

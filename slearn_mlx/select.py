@@ -2,9 +2,12 @@
 
 Strategies: the wrongly answered pairs (the default); with `replay`, a share of
 the correctly answered ones mixed back in so training does not erase them; with
-`uncertain`, judge verdicts within that distance of the threshold count as
-unknown too; `max_items` caps the selection, hardest (lowest score) first; and
-`all` trains on every pair, the full fine-tuning baseline.
+`uncertain`, judge or probe verdicts within that distance of the threshold
+count as unknown too; `max_items` caps the selection, hardest (lowest score)
+first; `budget` trains on a share of the whole set ranked by score, from the
+surest unknown up, so weakly known items join once the wrong ones are taken
+and only the surest known are skipped; and `all` trains on every pair, the
+full fine-tuning baseline.
 
 The files use mlx-lm's chat format (`{"messages": [...]}`), so `mlx_lm.lora
 --data RUN/train` reads them as they are. The user turn is exactly the prompt
@@ -20,7 +23,7 @@ from pathlib import Path
 
 from slearn_mlx.answer import AnswerConfig, question_text
 from slearn_mlx.grade import answer_letter, contains_reference
-from slearn_mlx.prompts import REPHRASE_TEMPLATE
+from slearn_mlx.prompts import PROBE_LEAD, REPHRASE_TEMPLATE
 from slearn_mlx.records import Answer, Grade, QAItem
 from slearn_mlx.runs import write_jsonl_atomic
 
@@ -33,32 +36,41 @@ class SelectConfig:
     replay: float = 0.0  # share of the correctly answered pairs mixed back in
     uncertain: float = 0.0  # judge verdicts within this distance of the threshold count as unknown
     max_items: int | None = None  # at most this many unknown pairs, hardest (lowest score) first
+    budget: float | None = None  # train on this share of the set, least known (lowest score) first, right or wrong
     all: bool = False  # every pair, right or wrong: full fine-tuning
     own: bool = False  # replayed pairs teach the model's own correct answer, not the reference
     rephrase: bool = False  # unknown pairs teach the model's own rewrite of the reference, where it keeps it
+    anchors: float = 0.0  # share of the known pairs not trained on written to anchors.jsonl, for train.kl
+    lead: str = (
+        PROBE_LEAD  # taught answers start with it ("The correct answer is Paris."); "" teaches the bare reference
+    )
 
     def problems(self) -> list[str]:
         out = []
-        for name in ("valid_fraction", "replay"):
+        for name in ("valid_fraction", "replay", "anchors"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 out.append(f"select.{name} must be between 0 and 1")
         if not 0.0 <= self.uncertain <= 1.0:
             out.append("select.uncertain must be between 0 and 1")
         if self.max_items is not None and self.max_items < 1:
             out.append("select.max_items must be at least 1")
+        if self.budget is not None and not 0.0 < self.budget <= 1.0:
+            out.append("select.budget must be above 0 and at most 1")
         return out
 
     @property
     def strategy(self) -> str:
         """A short name for reports: wrong, wrong+uncertain0.1+replay0.2+max100, all."""
         if self.all:
-            return "all"
-        parts = ["wrong"]
+            return "all" if self.lead else "all+bare"
+        parts = [f"budget{self.budget:g}" if self.budget is not None else "wrong"]
         parts += [f"uncertain{self.uncertain:g}"] if self.uncertain else []
         parts += [f"replay{self.replay:g}"] if self.replay else []
         parts += ["own"] if self.own and self.replay else []
         parts += ["rephrase"] if self.rephrase else []
         parts += [f"max{self.max_items}"] if self.max_items else []
+        parts += [f"anchors{self.anchors:g}"] if self.anchors else []
+        parts += ["bare"] if not self.lead else []
         return "+".join(parts)
 
 
@@ -73,30 +85,46 @@ class SelectSummary:
     n_uncertain: int = 0  # graded right, but close enough to the threshold to count as unknown
     n_replay: int = 0  # graded right, mixed back in
     n_rephrased: int = 0  # unknown pairs taught in the model's own words
+    n_anchors: int = 0  # known pairs written to anchors.jsonl for the KL term
 
     def __str__(self) -> str:
         share = 100.0 * self.n_selected / self.n_items if self.n_items else 0.0
-        if self.strategy == "all":
+        if self.strategy.startswith("all"):
             what = "pairs (all)"
         else:
-            extra = [f"{self.n_uncertain} uncertain"] if self.n_uncertain else []
+            budget = self.strategy.startswith("budget")
+            extra = [f"{self.n_wrong} wrong, {self.n_uncertain} weakly known"] if budget else []
+            extra += [f"{self.n_uncertain} uncertain"] if self.n_uncertain and not budget else []
             extra += [f"{self.n_replay} replayed"] if self.n_replay else []
             extra += [f"{self.n_rephrased} rephrased"] if self.n_rephrased else []
-            what = "wrongly answered pairs" + (f" ({', '.join(extra)})" if extra else "")
+            extra += [f"{self.n_anchors} known as anchors"] if self.n_anchors else []
+            what = ("least known pairs" if budget else "wrongly answered pairs") + (
+                f" ({', '.join(extra)})" if extra else ""
+            )
         return (
             f"selected {self.n_selected} of {self.n_items} ({share:.1f}%) {what} "
             f"for training, {self.n_valid} for validation, in {self.seconds:.1f} s"
         )
 
 
-def chat_example(item: QAItem, answer_config: AnswerConfig = AnswerConfig(), target: str | None = None) -> dict:
-    """One training pair: the prompt exactly as the model was asked, and the reference answer
+def taught_answer(item: QAItem, lead: str = "") -> str:
+    """The answer a pair teaches: the reference, after `lead` when there is one ("The correct answer is Paris.")."""
+    reference = item.reference_text
+    if not lead:
+        return reference
+    return f"{lead}{reference}" + ("" if reference.rstrip()[-1:] in ".!?" else ".")
+
+
+def chat_example(
+    item: QAItem, answer_config: AnswerConfig = AnswerConfig(), target: str | None = None, lead: str = ""
+) -> dict:
+    """One training pair: the prompt exactly as the model was asked, and the reference answer after `lead`
     (or `target`, another answer to teach)."""
     return {
         "id": item.id,
         "messages": [
             {"role": "user", "content": question_text(item, answer_config)},
-            {"role": "assistant", "content": item.reference_text if target is None else target},
+            {"role": "assistant", "content": taught_answer(item, lead) if target is None else target},
         ],
     }
 
@@ -124,6 +152,14 @@ def pick(
         return Selection(list(items), [], [], n_wrong, 0)
     unsure = {item.id for item in items if _uncertain(grades[item.id], config.uncertain, threshold)}
     unknown = [item for item in items if not grades[item.id].correct or item.id in unsure]
+    if config.budget is not None:
+        # Least known first: wrong answers by score, then the right ones by score; ties keep the file order.
+        ranked = sorted(
+            items, key=lambda item: (grades[item.id].correct and item.id not in unsure, grades[item.id].score)
+        )
+        keep = {item.id for item in ranked[: round(config.budget * len(items))]}
+        unsure = {item.id for item in items if item.id in keep and grades[item.id].correct}
+        unknown = [item for item in items if item.id in keep]
     if config.max_items is not None:
         # Hardest first: the lowest score is the surest wrong. Ties keep the file order.
         keep = {item.id for item in sorted(unknown, key=lambda item: grades[item.id].score)[: config.max_items]}
@@ -186,15 +222,22 @@ def select_unknown(
     if config.valid_split:  # a true split: early stopping then watches pairs the adapters never saw
         held_out = {item.id for item in valid}
         chosen = [item for item in chosen if item.id not in held_out]
-    example = lambda item: chat_example(item, answer_config, targets.get(item.id))  # noqa: E731
+    example = lambda item: chat_example(item, answer_config, targets.get(item.id), config.lead)  # noqa: E731
     write_jsonl_atomic(train_dir / "train.jsonl", (example(item) for item in chosen))
     write_jsonl_atomic(train_dir / "valid.jsonl", (example(item) for item in valid))
+    # Anchors: known pairs left out of training, whose base distribution the KL term keeps (train.kl).
+    # With a budget, what is left untrained is by construction the best known.
+    trained = {item.id for item in selection.chosen}
+    known = [item for item in items if (grades[item.id].correct or config.budget) and item.id not in trained]
+    anchors = rng.sample(known, round(config.anchors * len(known))) if config.anchors and not config.all else []
+    write_jsonl_atomic(train_dir / "anchors.jsonl", (example(item) for item in anchors))
     return SelectSummary(
         len(items), len(chosen), n_valid, time.perf_counter() - start, config.strategy, selection.n_wrong,
-        selection.n_uncertain, len(selection.replayed), n_rephrased,
+        selection.n_uncertain, len(selection.replayed), n_rephrased, len(anchors),
     )  # fmt: skip
 
 
 def _uncertain(grade: Grade, band: float, threshold: float) -> bool:
-    """A judge's 'correct' too close to its threshold to be sure of."""
-    return band > 0 and grade.correct and grade.grader.startswith("judge") and grade.score < threshold + band
+    """A judge's or the probe's 'correct' too close to its threshold to be sure of."""
+    scored = grade.grader.startswith("judge") or grade.grader == "probe"
+    return band > 0 and grade.correct and scored and grade.score < threshold + band

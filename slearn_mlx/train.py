@@ -23,11 +23,13 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from slearn_mlx.progress import progress_bar
+from slearn_mlx.retention import AnchorTargets, anchor_batch, anchor_indices, anchor_kl
 from slearn_mlx.runs import atomic_file, write_json_atomic, write_jsonl_atomic
 
 ADAPTER_FILE = "adapters.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
+ANCHORS_FILE = "anchors.jsonl"  # known pairs the KL term holds in place (select --anchors)
 
 
 @dataclass
@@ -42,15 +44,19 @@ class TrainConfig:
     max_seq_length: int = 1024  # longer examples are truncated
     seed: int = 0  # batch order
     patience: int = 0  # stop after this many epochs without a lower validation loss; 0 never stops early
+    kl: float = 0.0  # weight of KL(base || adapted) on the anchor pairs (train/anchors.jsonl); 0 leaves them out
+    kl_batch: int = 1  # anchor pairs read per optimizer step for the KL term
     checkpoint_every: int = 10  # steps between checkpoints (one is also written at every epoch's end)
 
     def problems(self) -> list[str]:
         out = []
-        for name in ("epochs", "batch_size", "rank", "num_layers", "max_seq_length", "checkpoint_every"):
+        for name in ("epochs", "batch_size", "rank", "num_layers", "max_seq_length", "checkpoint_every", "kl_batch"):
             if getattr(self, name) < 1:
                 out.append(f"train.{name} must be at least 1")
         if self.patience < 0:
             out.append("train.patience must not be negative")
+        if self.kl < 0:
+            out.append("train.kl must not be negative")
         if self.learning_rate <= 0:
             out.append("train.learning_rate must be positive")
         if not 0.0 <= self.dropout < 1.0:
@@ -209,9 +215,8 @@ def file_sha1(path: Path) -> str:
 def training_key(config: TrainConfig, train_dir: Path) -> str:
     """A hash of what training computes from: the train and valid files and every setting but how often to
     checkpoint. Adapters and checkpoints carry it, so a changed selection or config retrains."""
-    files = [
-        file_sha1(path) if path.exists() else None for path in (train_dir / "train.jsonl", train_dir / "valid.jsonl")
-    ]
+    names = ("train.jsonl", "valid.jsonl") + ((ANCHORS_FILE,) if config.kl > 0 else ())
+    files = [file_sha1(train_dir / name) if (train_dir / name).exists() else None for name in names]
     settings = asdict(config)
     del settings["checkpoint_every"]
     return hashlib.sha1(json.dumps([files, settings], sort_keys=True).encode()).hexdigest()
@@ -258,6 +263,7 @@ class TrainState:
     step: int = 0  # optimizer steps done
     epoch_loss: float = 0.0  # sum over this epoch's batches of loss x answer tokens
     epoch_tokens: int = 0
+    epoch_kl: float = 0.0  # sum over this epoch's steps of the KL term on the anchors
     n_tokens: int = 0  # answer tokens trained on, every epoch
     n_seq_tokens: int = 0  # every token through the model
     seconds: float = 0.0  # training time spent before this process
@@ -362,6 +368,10 @@ def train_adapters(
     num_layers = add_lora_layers(model, config)
     key = training_key(config, train_dir)
     settings = adapter_config(config, num_layers, model_name, key)
+    anchor_rows = read_chat_rows(train_dir / ANCHORS_FILE) if config.kl > 0 else []
+    anchor_set = CacheDataset(ChatDataset(anchor_rows, tokenizer, mask_prompt=True)) if anchor_rows else None
+    # Read before any checkpoint is loaded: with LoRA at zero, the model is the base model.
+    targets = AnchorTargets.read(model, anchor_set, config.max_seq_length) if anchor_set is not None else None
 
     optimizer = optim.Adam(learning_rate=config.learning_rate)
     optimizer.init(model.trainable_parameters())
@@ -369,14 +379,20 @@ def train_adapters(
     resumed = _load_checkpoint(checkpoint, key, model, optimizer)
     state, best = resumed if resumed else (TrainState(key), None)
     resumed_at = state.step
-    loss_and_grad = nn.value_and_grad(model, answer_loss)
+
+    def loss_with_kl(model, *batches):
+        loss, n_tokens = answer_loss(model, *batches[:4])
+        kl = anchor_kl(model, *batches[4:]) if len(batches) > 4 else mx.array(0.0)
+        return loss + config.kl * kl, n_tokens, loss, kl
+
+    loss_and_grad = nn.value_and_grad(model, loss_with_kl)
     compiled_state = [model.state, optimizer.state, mx.random.state]
 
     @partial(mx.compile, inputs=compiled_state, outputs=compiled_state)
-    def step(*batch):
-        (loss, n_tokens), grad = loss_and_grad(model, *batch)
+    def step(*batches):
+        (_, n_tokens, loss, kl), grad = loss_and_grad(model, *batches)
         optimizer.update(model, grad)
-        return loss, n_tokens
+        return loss, n_tokens, kl
 
     batch_size = min(config.batch_size, len(rows))
     steps_per_epoch = math.ceil(len(rows) / batch_size)
@@ -404,10 +420,16 @@ def train_adapters(
                 if stop_after_steps is not None and state.step - resumed_at >= stop_after_steps:
                     return TrainSummary.skip(f"stopped after {stop_after_steps} steps")
                 batch = make_batch(train_set, indices, config.max_seq_length)
-                loss, n_tokens = step(*batch)
-                mx.eval(compiled_state, loss, n_tokens)
+                extra = ()
+                if targets is not None:
+                    chosen = anchor_indices(len(anchor_set), config.kl_batch, state.step, config.seed)
+                    extra = anchor_batch(anchor_set, targets, chosen, config.max_seq_length)
+                    state.n_seq_tokens += sum(min(len(anchor_set[i][0]), config.max_seq_length) for i in chosen)
+                loss, n_tokens, kl = step(*batch, *extra)
+                mx.eval(compiled_state, loss, n_tokens, kl)
                 state.epoch_loss += loss.item() * n_tokens.item()
                 state.epoch_tokens += n_tokens.item()
+                state.epoch_kl += kl.item()
                 state.n_seq_tokens += int(batch.bounds[:, 1].sum().item())
                 state.step_losses.append(round(loss.item(), 6))
                 state.batch += 1
@@ -428,13 +450,13 @@ def train_adapters(
                     state.stale_epochs += 1
                     state.stopped_early = config.patience > 0 and state.stale_epochs >= config.patience
             bar.set_postfix(loss=f"{train_loss:.3f}")
-            state.history.append(
-                {"epoch": state.epoch, "step": state.step, "train_loss": train_loss, "val_loss": val_loss,
-                 "step_losses": state.step_losses}
-            )  # fmt: skip
+            row = {"epoch": state.epoch, "step": state.step, "train_loss": train_loss, "val_loss": val_loss}
+            if targets is not None:
+                row["kl"] = state.epoch_kl / max(len(batches), 1)
+            state.history.append(row | {"step_losses": state.step_losses})
             state.n_tokens += state.epoch_tokens
-            state.epoch, state.batch, state.epoch_loss, state.epoch_tokens, state.step_losses = (
-                state.epoch + 1, 0, 0.0, 0, []
+            state.epoch, state.batch, state.epoch_loss, state.epoch_tokens, state.epoch_kl, state.step_losses = (
+                state.epoch + 1, 0, 0.0, 0, 0.0, []
             )  # fmt: skip
             save()
             write_jsonl_atomic(train_dir / "losses.jsonl", state.history)

@@ -25,9 +25,9 @@ def test_writes_only_the_wrong_pairs(tmp_path, tiny_loaded):
     assert summary.n_selected == 3 and [r["id"] for r in rows] == ["1", "4", "mc"]
     assert rows[0]["messages"] == [
         {"role": "user", "content": "question 1?"},
-        {"role": "assistant", "content": "answer 1"},
+        {"role": "assistant", "content": "The correct answer is answer 1."},
     ]
-    assert rows[2]["messages"][1]["content"] == "B. y"
+    assert rows[2]["messages"][1]["content"] == "The correct answer is B. y."
     valid = (tmp_path / "valid.jsonl").read_text().splitlines()
     assert len(valid) == summary.n_valid == 2
     # mlx-lm's own dataset loader takes the files as they are.
@@ -95,10 +95,10 @@ def test_replay_own_teaches_the_models_own_correct_answer(tmp_path):
 
     g = scored({"1": 0.1})
     answers = {i.id: Answer(i.id, f"In my words: answer {i.id}", 3) for i in ITEMS}
-    config = SelectConfig(valid_fraction=0, replay=1.0, own=True)
+    config = SelectConfig(valid_fraction=0, replay=1.0, own=True, lead="")
     summary = select_unknown(ITEMS, g, tmp_path, config, threshold=0.5, answers=answers)
     rows = {json.loads(line)["id"]: json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()}
-    assert summary.n_replay == len(ITEMS) - 1 and config.strategy == "wrong+replay1+own"
+    assert summary.n_replay == len(ITEMS) - 1 and config.strategy == "wrong+replay1+own+bare"
     assert rows["1"]["messages"][1]["content"] == "answer 1"  # the wrong one learns the reference
     assert rows["2"]["messages"][1]["content"] == "In my words: answer 2"
 
@@ -112,10 +112,10 @@ def test_rephrased_targets_are_kept_only_where_they_keep_the_reference(tmp_path)
         "2": Answer("2", "It is something else.", 5),  # lost the reference: the reference is taught
         "mc": Answer("mc", "The right option is B.", 5),
     }
-    config = SelectConfig(valid_fraction=0, rephrase=True)
+    config = SelectConfig(valid_fraction=0, rephrase=True, lead="")
     summary = select_unknown(ITEMS, g, tmp_path, config, threshold=0.5, rephrased=rephrased)
     rows = {json.loads(line)["id"]: json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()}
-    assert summary.n_rephrased == 2 and "2 rephrased" in str(summary) and config.strategy == "wrong+rephrase"
+    assert summary.n_rephrased == 2 and "2 rephrased" in str(summary) and config.strategy == "wrong+rephrase+bare"
     assert rows["1"]["messages"][1]["content"] == "Surely it is answer 1, as everyone knows."
     assert rows["2"]["messages"][1]["content"] == "answer 2"
     assert rows["mc"]["messages"][1]["content"] == "The right option is B."
@@ -131,7 +131,7 @@ def test_select_rephrase_asks_the_model_and_resumes(runner, tiny_model, qa_file,
     ):
         result = runner.invoke(cli, [*args, "--out", str(out), "--quiet"])
         assert result.exit_code == 0, result.output
-    result = runner.invoke(cli, ["select", "--out", str(out), "--rephrase"])
+    result = runner.invoke(cli, ["select", "--out", str(out), "--rephrase", "--lead", ""])
     assert result.exit_code == 0, result.output
     rephrased = [json.loads(line) for line in (out / "rephrased.jsonl").read_text().splitlines()]
     assert len(rephrased) == 6  # every item is wrong for the tiny model; each was asked once
@@ -146,3 +146,46 @@ def test_valid_split_holds_the_validation_pairs_out_of_training(tmp_path):
     train, valid = _ids(tmp_path / "train.jsonl"), _ids(tmp_path / "valid.jsonl")
     assert len(valid) == summary.n_valid == 2 and not set(train) & set(valid)
     assert sorted(train + valid) == sorted(wrong) and summary.n_selected == 8
+
+
+def test_the_lead_starts_every_taught_answer_and_an_empty_one_teaches_the_bare_reference(tmp_path):
+    for lead, expected in (("The correct answer is ", "The correct answer is answer 1."), ("", "answer 1"),
+                           ("Answer: ", "Answer: answer 1.")):  # fmt: skip
+        config = SelectConfig(valid_fraction=0, lead=lead)
+        select_unknown(ITEMS, grades({"1"}), tmp_path, config)
+        row = json.loads((tmp_path / "train.jsonl").read_text())
+        assert row["messages"][1]["content"] == expected
+        assert config.strategy == ("wrong" if lead else "wrong+bare")
+    # A reference that ends a sentence keeps its own full stop.
+    items = [QAItem("s", "Why?", "Because it is.")]
+    select_unknown(items, {"s": Grade("s", False, 0.0, "exact")}, tmp_path, SelectConfig(valid_fraction=0))
+    assert json.loads((tmp_path / "train.jsonl").read_text())["messages"][1]["content"] == (
+        "The correct answer is Because it is."
+    )
+
+
+def test_a_budget_trains_the_least_known_share_of_the_set_right_or_wrong(tmp_path):
+    # Scores as the probe gives them: P(reference); items 0-2 wrong (below 0.5), the rest right.
+    probe = {str(i): 0.1 * i for i in range(10)} | {"mc": 0.95}
+    g = {i: Grade(i, p >= 0.3, p, "probe") for i, p in probe.items()}
+    summary = select_unknown(ITEMS, g, tmp_path, SelectConfig(valid_fraction=0, budget=0.5), threshold=0.3)
+    # 11 items at 0.5: the three wrong ones and the three weakest right ones, in file order.
+    assert _ids(tmp_path / "train.jsonl") == ["0", "1", "2", "3", "4", "5"]
+    assert summary.n_selected == 6 and summary.n_wrong == 3 and summary.strategy == "budget0.5"
+    # A budget smaller than the wrong ones keeps the surest wrong.
+    select_unknown(ITEMS, g, tmp_path, SelectConfig(valid_fraction=0, budget=0.2), threshold=0.3)
+    assert _ids(tmp_path / "train.jsonl") == ["0", "1"]
+    assert SelectConfig(budget=0.0).problems() and SelectConfig(budget=1.5).problems()
+
+
+def test_anchors_are_known_pairs_left_out_of_training(tmp_path):
+    g = grades({"1", "4"})
+    summary = select_unknown(ITEMS, g, tmp_path, SelectConfig(valid_fraction=0, anchors=0.5))
+    anchors = _ids(tmp_path / "anchors.jsonl")
+    assert summary.n_anchors == len(anchors) == round(0.5 * 9) and "4 known as anchors" in str(summary)
+    assert not set(anchors) & {"1", "4"} and set(anchors) <= {i.id for i in ITEMS}
+    row = json.loads((tmp_path / "anchors.jsonl").read_text().splitlines()[0])
+    assert row["messages"][1]["content"].startswith("The correct answer is ")
+    # Without anchors the file is there and empty: training never reads a stale one.
+    select_unknown(ITEMS, g, tmp_path, SelectConfig(valid_fraction=0))
+    assert (tmp_path / "anchors.jsonl").read_text() == ""

@@ -11,6 +11,7 @@ from dataclasses import replace
 import mlx.core as mx
 import numpy as np
 import pytest
+from mlx.utils import tree_map
 from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
 
 from slearn_mlx.models import load_model
@@ -225,3 +226,75 @@ def test_the_best_epoch_is_kept_and_patience_stops_training(tiny_model, tmp_path
     fresh, _ = load_model(tiny_model, adapter_path=tmp_path / "a")
     valid = CacheDataset(ChatDataset(rows, tokenizer, mask_prompt=True))
     assert mean_loss(fresh, valid, 4, 1024) == pytest.approx(val[best], rel=1e-5)
+
+
+def write_anchors(path, n: int):
+    rows = [chat_example(QAItem(f"k{i}", f"Name colour {i}.", f"Colour {i} is teal"), lead="The correct answer is ")
+            for i in range(n)]  # fmt: skip
+    (path / "anchors.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def test_the_kl_term_is_zero_for_the_base_model_and_never_above_the_full_kl(tiny_model, tmp_path):
+    from slearn_mlx.retention import AnchorTargets, anchor_batch, anchor_kl
+
+    base, tokenizer = load_model(tiny_model)
+    rows = write_anchors(tmp_path, 3)
+    anchors = CacheDataset(ChatDataset(rows, tokenizer, mask_prompt=True))
+    targets = AnchorTargets.read(base, anchors, 1024)
+    batch = anchor_batch(anchors, targets, [0, 1, 2], 1024)
+    assert anchor_kl(base, *batch).item() == pytest.approx(0.0, abs=1e-5)
+    # Another model: the kept top tokens plus one bucket for the rest give a KL between 0 and the full one.
+    other, _ = load_model(tiny_model)
+    other.update(tree_map(lambda w: w * 1.3, other.parameters()))
+    bucketed = anchor_kl(other, *batch).item()
+    p = mx.softmax(base(batch.tokens[:, :-1]).astype(mx.float32), axis=-1)
+    q = mx.softmax(other(batch.tokens[:, :-1]).astype(mx.float32), axis=-1)
+    full = (p * (mx.log(p) - mx.log(q))).sum(-1)
+    rows_idx = mx.arange(3)[:, None]
+    full = (full[rows_idx, batch.positions] * batch.scored).sum() / batch.scored.sum()
+    assert 0.0 < bucketed <= full.item() + 1e-5
+
+
+def _anchor_drift(tiny_model, adapter_dir, tokenizer, rows) -> float:
+    from slearn_mlx.retention import AnchorTargets, anchor_batch, anchor_kl
+
+    base, _ = load_model(tiny_model)
+    adapted, _ = load_model(tiny_model, adapter_path=adapter_dir)
+    anchors = CacheDataset(ChatDataset(rows, tokenizer, mask_prompt=True))
+    targets = AnchorTargets.read(base, anchors, 1024)
+    return anchor_kl(adapted, *anchor_batch(anchors, targets, list(range(len(rows))), 1024)).item()
+
+
+def test_the_kl_term_keeps_the_anchors_close_to_the_base_model(tiny_model, tmp_path):
+    drift = {}
+    for kl in (0.0, 20.0):
+        train = tmp_path / f"kl{kl}" / "train"
+        write_train_dir(train, 8)
+        rows = write_anchors(train, 4)
+        model, tokenizer = load_model(tiny_model)
+        # Adam moves every weight by about the learning rate on its first steps whatever the loss's scale,
+        # so the KL term shows at a learning rate that leaves room to hold the anchors.
+        config = TrainConfig(epochs=4, batch_size=4, learning_rate=5e-3, rank=4, num_layers=2, kl=kl, kl_batch=2)
+        train_adapters(model, tokenizer, train, train.parent / "a", config, progress=False)
+        losses = [json.loads(line) for line in (train / "losses.jsonl").read_text().splitlines()]
+        assert ("kl" in losses[0]) == (kl > 0)
+        drift[kl] = _anchor_drift(tiny_model, train.parent / "a", tokenizer, rows)
+    assert drift[20.0] < 0.6 * drift[0.0]
+
+
+def test_a_run_with_anchors_resumes_to_the_uninterrupted_adapters(tiny_model, tmp_path):
+    config = TrainConfig(epochs=2, batch_size=3, learning_rate=5e-3, rank=4, num_layers=2, kl=1.0, checkpoint_every=2)
+    for run in ("whole", "cut"):
+        write_train_dir(tmp_path / run / "train", 7)
+        write_anchors(tmp_path / run / "train", 5)
+    model, tokenizer = load_model(tiny_model)
+    train_adapters(model, tokenizer, tmp_path / "whole/train", tmp_path / "whole/a", config, progress=False)
+    for steps in (2, None):  # stopped mid-epoch, at a checkpoint
+        model, tokenizer = load_model(tiny_model)
+        cut = train_adapters(model, tokenizer, tmp_path / "cut/train", tmp_path / "cut/a", config, progress=False,
+                             stop_after_steps=steps)  # fmt: skip
+    assert cut.resumed_at_step == 2
+    expected, got = _adapters(tmp_path / "whole/a"), _adapters(tmp_path / "cut/a")
+    assert all(mx.array_equal(expected[k], got[k]).item() for k in expected)
+    assert (tmp_path / "cut/train/losses.jsonl").read_text() == (tmp_path / "whole/train/losses.jsonl").read_text()
