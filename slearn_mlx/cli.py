@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from slearn_mlx import __version__, prompts
+from slearn_mlx.adapters import FINE_TUNE_TYPES, OPTIMIZERS, SCHEDULES
 from slearn_mlx.grade import ANSWER_GRADERS, GRADERS
 from slearn_mlx.judge import JUDGE_MODES
 
@@ -217,7 +218,44 @@ KL = _setting(
     float,
     "Weight of KL(base || adapted) on the anchor pairs (select --anchors): keeps what the model knew [0].",
 )
-TRAIN_OPTIONS = _options(EPOCHS, LEARNING_RATE, RANK, NUM_LAYERS, PATIENCE, MAX_SEQ_LENGTH, KL)
+FINE_TUNE_TYPE = _setting(
+    "--fine-tune-type",
+    "train__fine_tune_type",
+    click.Choice(FINE_TUNE_TYPES),
+    "lora, dora (weight-decomposed LoRA) or full (every weight of the trained blocks) [lora].",
+)
+LORA_MODULES = _setting(
+    "--lora-modules",
+    "train__lora_modules",
+    str,
+    "Linear modules that get LoRA, comma-separated, e.g. q_proj,v_proj [all of them].",
+)
+OPTIMIZER = _setting("--optimizer", "train__optimizer", click.Choice(OPTIMIZERS), "adam or adamw [adam].")
+WEIGHT_DECAY = _setting("--weight-decay", "train__weight_decay", float, "AdamW's weight decay [0.01].")
+LR_SCHEDULE = _setting(
+    "--lr-schedule",
+    "train__lr_schedule",
+    click.Choice(SCHEDULES),
+    "Learning rate after the warm-up: constant, or cosine or linear decay to 0 [constant].",
+)
+WARMUP = _setting("--warmup", "train__warmup", int, "Optimizer updates over which the learning rate rises from 0 [0].")
+GRAD_ACCUMULATION = _setting(
+    "--grad-accumulation",
+    "train__grad_accumulation",
+    int,
+    "Batches whose gradients are summed into one optimizer update [1].",
+)
+GRAD_CHECKPOINT = click.option(
+    "--grad-checkpoint",
+    "train__grad_checkpoint",
+    is_flag=True,
+    default=None,
+    help="Recompute activations in the backward pass: less memory, slower.",
+)
+TRAIN_OPTIONS = _options(
+    EPOCHS, LEARNING_RATE, RANK, NUM_LAYERS, PATIENCE, MAX_SEQ_LENGTH, KL, FINE_TUNE_TYPE, LORA_MODULES, OPTIMIZER,
+    WEIGHT_DECAY, LR_SCHEDULE, WARMUP, GRAD_ACCUMULATION, GRAD_CHECKPOINT,
+)  # fmt: skip
 
 
 # Template options name files; the configuration keeps the templates' text: (fields, required fields).

@@ -22,6 +22,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from slearn_mlx.adapters import (
+    FINE_TUNE_TYPES,
+    OPTIMIZERS,
+    SCHEDULES,
+    BaseWeights,
+    add_trainable_layers,
+    build_optimizer,
+    schedule_config,
+)
 from slearn_mlx.progress import progress_bar
 from slearn_mlx.retention import AnchorTargets, anchor_batch, anchor_indices, anchor_kl
 from slearn_mlx.runs import atomic_file, write_json_atomic, write_jsonl_atomic
@@ -37,10 +46,18 @@ class TrainConfig:
     epochs: int = 3  # passes over the selected pairs
     batch_size: int = 4  # pairs per optimizer step (fewer pairs than this train as one smaller batch)
     learning_rate: float = 2e-4  # Adam step size
+    fine_tune_type: str = "lora"  # lora | dora | full: adapters on the linear layers, or every weight of the blocks
     rank: int = 8  # LoRA rank
-    num_layers: int = 16  # transformer blocks that get LoRA, counted from the top
+    num_layers: int = 16  # transformer blocks that train, counted from the top
+    lora_modules: str | None = None  # linear modules that get LoRA, e.g. "q_proj,v_proj"; None: all of them
     scale: float = 20.0  # LoRA scale (mlx-lm's name for alpha / rank)
     dropout: float = 0.0  # LoRA dropout
+    optimizer: str = "adam"  # adam | adamw
+    weight_decay: float = 0.01  # AdamW's decoupled weight decay
+    lr_schedule: str = "constant"  # constant | cosine | linear (decay to 0 after the warm-up)
+    warmup: int = 0  # optimizer updates over which the learning rate rises from 0
+    grad_accumulation: int = 1  # batches whose gradients are summed into one optimizer update
+    grad_checkpoint: bool = False  # recompute each block's activations in the backward pass: less memory, slower
     max_seq_length: int = 1024  # longer examples are truncated
     seed: int = 0  # batch order
     patience: int = 0  # stop after this many epochs without a lower validation loss; 0 never stops early
@@ -50,13 +67,26 @@ class TrainConfig:
 
     def problems(self) -> list[str]:
         out = []
-        for name in ("epochs", "batch_size", "rank", "num_layers", "max_seq_length", "checkpoint_every", "kl_batch"):
+        names = ("epochs", "batch_size", "rank", "num_layers", "max_seq_length", "checkpoint_every", "kl_batch",
+                 "grad_accumulation")  # fmt: skip
+        for name in names:
             if getattr(self, name) < 1:
                 out.append(f"train.{name} must be at least 1")
         if self.patience < 0:
             out.append("train.patience must not be negative")
         if self.kl < 0:
             out.append("train.kl must not be negative")
+        for name, choices in (
+            ("fine_tune_type", FINE_TUNE_TYPES),
+            ("optimizer", OPTIMIZERS),
+            ("lr_schedule", SCHEDULES),
+        ):
+            if getattr(self, name) not in choices:
+                out.append(f"train.{name} must be one of {', '.join(choices)}, not {getattr(self, name)!r}")
+        if self.warmup < 0:
+            out.append("train.warmup must not be negative")
+        if self.weight_decay < 0:
+            out.append("train.weight_decay must not be negative")
         if self.learning_rate <= 0:
             out.append("train.learning_rate must be positive")
         if not 0.0 <= self.dropout < 1.0:
@@ -197,16 +227,6 @@ def answer_loss(model, tokens, bounds, positions, scored):
     return ce.astype(mx.float32).sum() / mx.maximum(n_tokens, 1), n_tokens
 
 
-def add_lora_layers(model, config: TrainConfig) -> int:
-    """Freeze the model and put LoRA on its top `num_layers` blocks; returns the block count used."""
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-
-    num_layers = min(config.num_layers, len(model.layers))
-    model.freeze()
-    linear_to_lora_layers(model, num_layers, {"rank": config.rank, "scale": config.scale, "dropout": config.dropout})
-    return num_layers
-
-
 def file_sha1(path: Path) -> str:
     with open(path, "rb") as handle:
         return hashlib.sha1(handle.read()).hexdigest()
@@ -222,17 +242,24 @@ def training_key(config: TrainConfig, train_dir: Path) -> str:
     return hashlib.sha1(json.dumps([files, settings], sort_keys=True).encode()).hexdigest()
 
 
-def adapter_config(config: TrainConfig, num_layers: int, model_name: str | None, key: str) -> dict:
+def adapter_config(
+    config: TrainConfig, num_layers: int, model_name: str | None, key: str, lora: dict | None, schedule: dict | None
+) -> dict:
     """adapter_config.json as mlx-lm writes it (the keys its load_adapters and fuse read),
     plus the `training_key` of what the adapters were trained on."""
     return {
         "model": model_name,
         "training_key": key,
-        "fine_tune_type": "lora",
+        "fine_tune_type": config.fine_tune_type,
         "num_layers": num_layers,
-        "lora_parameters": {"rank": config.rank, "scale": config.scale, "dropout": config.dropout},
+        "lora_parameters": lora,
         "batch_size": config.batch_size,
         "learning_rate": config.learning_rate,
+        "lr_schedule": schedule,
+        "optimizer": config.optimizer,
+        "optimizer_config": {"adamw": {"weight_decay": config.weight_decay}} if config.optimizer == "adamw" else {},
+        "grad_accumulation_steps": config.grad_accumulation,
+        "grad_checkpoint": config.grad_checkpoint,
         "epochs": config.epochs,
         "max_seq_length": config.max_seq_length,
         "mask_prompt": True,
@@ -309,6 +336,29 @@ def _load_checkpoint(path: Path, key: str, model, optimizer) -> tuple[TrainState
     return state, best
 
 
+def _checkpoint_blocks(model):
+    """Recompute each transformer block's activations in the backward pass instead of keeping them (as
+    `mlx_lm.lora --grad-checkpoint`); returns what puts the blocks back as they were."""
+    import mlx.core as mx
+
+    block = type(model.layers[0])
+    plain = block.__call__
+
+    def checkpointed(layer, *args, **kwargs):
+        def inner(params, *args, **kwargs):
+            layer.update(params)
+            return plain(layer, *args, **kwargs)
+
+        return mx.checkpoint(inner)(layer.trainable_parameters(), *args, **kwargs)
+
+    block.__call__ = checkpointed
+
+    def restore() -> None:
+        block.__call__ = plain
+
+    return restore
+
+
 def _write_adapters(adapter_dir: Path, weights: dict) -> None:
     """Written last and atomically: an adapters file present means training finished."""
     import mlx.core as mx
@@ -342,8 +392,7 @@ def train_adapters(
     """
     import mlx.core as mx
     import mlx.nn as nn
-    import mlx.optimizers as optim
-    from mlx.utils import tree_flatten
+    from mlx.utils import tree_flatten, tree_map
     from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
 
     train_path = train_dir / "train.jsonl"
@@ -365,16 +414,22 @@ def train_adapters(
         valid_set = None  # nothing left to validate on
 
     mx.random.seed(config.seed)  # LoRA's initial weights
-    num_layers = add_lora_layers(model, config)
+    num_layers, lora = add_trainable_layers(model, config)
     key = training_key(config, train_dir)
-    settings = adapter_config(config, num_layers, model_name, key)
+    settings = adapter_config(config, num_layers, model_name, key, lora, None)
     anchor_rows = read_chat_rows(train_dir / ANCHORS_FILE) if config.kl > 0 else []
     anchor_set = CacheDataset(ChatDataset(anchor_rows, tokenizer, mask_prompt=True)) if anchor_rows else None
     # Read before any checkpoint is loaded: with LoRA at zero, the model is the base model.
     targets = AnchorTargets.read(model, anchor_set, config.max_seq_length) if anchor_set is not None else None
 
-    optimizer = optim.Adam(learning_rate=config.learning_rate)
+    batch_size = min(config.batch_size, len(rows))
+    steps_per_epoch = math.ceil(len(rows) / batch_size)
+    group = config.grad_accumulation
+    n_updates = config.epochs * math.ceil(steps_per_epoch / group)
+    optimizer = build_optimizer(config, n_updates)
     optimizer.init(model.trainable_parameters())
+    settings["lr_schedule"] = schedule_config(config, n_updates)
+    base_weights = BaseWeights.of(model, num_layers) if config.fine_tune_type == "full" else None
     checkpoint = train_dir / CHECKPOINT_FILE
     resumed = _load_checkpoint(checkpoint, key, model, optimizer)
     state, best = resumed if resumed else (TrainState(key), None)
@@ -389,13 +444,16 @@ def train_adapters(
     compiled_state = [model.state, optimizer.state, mx.random.state]
 
     @partial(mx.compile, inputs=compiled_state, outputs=compiled_state)
-    def step(*batches):
+    def step(batches, pending, n_summed, update):
+        """One batch's gradient, added to those `pending` from earlier batches of the same update; with
+        `update`, their mean over the `n_summed` batches is applied."""
         (_, n_tokens, loss, kl), grad = loss_and_grad(model, *batches)
-        optimizer.update(model, grad)
-        return loss, n_tokens, kl
-
-    batch_size = min(config.batch_size, len(rows))
-    steps_per_epoch = math.ceil(len(rows) / batch_size)
+        if pending is not None:
+            grad = tree_map(lambda a, b: a + b, grad, pending)
+        if update:
+            optimizer.update(model, grad if n_summed == 1 else tree_map(lambda g: g / n_summed, grad))
+            grad = None
+        return loss, n_tokens, kl, grad
 
     def reseed() -> None:
         # mlx's random key cannot be saved and restored, so dropout's key is re-derived
@@ -406,11 +464,14 @@ def train_adapters(
         state.seconds += time.perf_counter() - clock[0]
         clock[0] = time.perf_counter()
         _save_checkpoint(checkpoint, model, optimizer, state, best)
+        saved_at[0] = state.step
         reseed()
 
     clock = [time.perf_counter()]
     reseed()
     model.train()
+    pending, saved_at = None, [state.step]
+    restore_blocks = _checkpoint_blocks(model) if config.grad_checkpoint else None
     with progress_bar(config.epochs * steps_per_epoch, "train", progress) as bar:
         bar.update(state.step)
         while state.epoch <= config.epochs and not state.stopped_early:
@@ -418,6 +479,8 @@ def train_adapters(
             batches = batch_order(train_set, batch_size, np.random.default_rng([config.seed, state.epoch]))
             for indices in batches[state.batch :]:
                 if stop_after_steps is not None and state.step - resumed_at >= stop_after_steps:
+                    if restore_blocks is not None:
+                        restore_blocks()
                     return TrainSummary.skip(f"stopped after {stop_after_steps} steps")
                 batch = make_batch(train_set, indices, config.max_seq_length)
                 extra = ()
@@ -425,8 +488,10 @@ def train_adapters(
                     chosen = anchor_indices(len(anchor_set), config.kl_batch, state.step, config.seed)
                     extra = anchor_batch(anchor_set, targets, chosen, config.max_seq_length)
                     state.n_seq_tokens += sum(min(len(anchor_set[i][0]), config.max_seq_length) for i in chosen)
-                loss, n_tokens, kl = step(*batch, *extra)
-                mx.eval(compiled_state, loss, n_tokens, kl)
+                done = state.batch + 1  # batches of this epoch done after this one
+                update = done % group == 0 or done == len(batches)
+                loss, n_tokens, kl, pending = step((*batch, *extra), pending, (done - 1) % group + 1, update)
+                mx.eval(compiled_state, loss, n_tokens, kl, pending)
                 state.epoch_loss += loss.item() * n_tokens.item()
                 state.epoch_tokens += n_tokens.item()
                 state.epoch_kl += kl.item()
@@ -435,7 +500,9 @@ def train_adapters(
                 state.batch += 1
                 state.step += 1
                 bar.update(1)
-                if state.step % config.checkpoint_every == 0 and state.batch < len(batches):
+                # Checkpoints fall between optimizer updates: a gradient half summed is not saved.
+                due = state.step // config.checkpoint_every > saved_at[0] // config.checkpoint_every
+                if due and pending is None and state.batch < len(batches):
                     save()
             train_loss = state.epoch_loss / state.epoch_tokens
             val_loss = None
@@ -461,10 +528,14 @@ def train_adapters(
             save()
             write_jsonl_atomic(train_dir / "losses.jsonl", state.history)
     model.eval()
+    if restore_blocks is not None:
+        restore_blocks()
 
     write_json_atomic(adapter_dir / ADAPTER_CONFIG, settings | {"best_epoch": state.best_epoch})
     _write_adapters(adapter_dir, best if best is not None else dict(tree_flatten(model.trainable_parameters())))
-    if best is not None:  # the model leaves with the adapters it saved
+    if base_weights is not None:  # full fine-tuning changed the weights themselves: the model leaves as it came
+        base_weights.restore(model)
+    elif best is not None:  # the model leaves with the adapters it saved
         model.load_weights(list(best.items()), strict=False)
     checkpoint.unlink(missing_ok=True)
     last = state.history[-1]

@@ -298,3 +298,105 @@ def test_a_run_with_anchors_resumes_to_the_uninterrupted_adapters(tiny_model, tm
     expected, got = _adapters(tmp_path / "whole/a"), _adapters(tmp_path / "cut/a")
     assert all(mx.array_equal(expected[k], got[k]).item() for k in expected)
     assert (tmp_path / "cut/train/losses.jsonl").read_text() == (tmp_path / "whole/train/losses.jsonl").read_text()
+
+
+@pytest.mark.parametrize("kind", ["dora", "full"])
+def test_dora_and_full_fine_tuning_save_what_mlx_lm_loads(tiny_model, tmp_path, kind):
+    model, tokenizer = load_model(tiny_model)
+    write_train_dir(tmp_path / "train", 4)
+    tokens = mx.array([[1, 40, 50, 60]])
+    before = np.array(model(tokens))
+    config = TrainConfig(epochs=1, batch_size=2, learning_rate=1e-2, num_layers=1, fine_tune_type=kind)
+    train_adapters(model, tokenizer, tmp_path / "train", tmp_path / "a", config, progress=False)
+    saved = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert saved["fine_tune_type"] == kind and (saved["lora_parameters"] is None) == (kind == "full")
+    weights = mx.load(str(tmp_path / "a" / "adapters.safetensors"))
+    if kind == "full":  # every weight of the top block, nothing of the others
+        assert all(name.startswith("model.layers.1.") for name in weights) and len(weights) >= 9
+        assert np.allclose(np.array(model(tokens)), before, atol=1e-6)  # the model leaves as it came
+    else:
+        assert any(name.endswith(".m") for name in weights)  # DoRA's magnitudes
+    adapted, _ = load_model(tiny_model, adapter_path=tmp_path / "a")
+    assert not np.allclose(np.array(adapted(tokens)), before, atol=1e-4)
+
+
+def test_lora_on_chosen_modules_only(tiny_model, tmp_path):
+    model, tokenizer = load_model(tiny_model)
+    write_train_dir(tmp_path / "train", 2)
+    config = TrainConfig(epochs=1, num_layers=2, lora_modules="q_proj, self_attn.v_proj")
+    train_adapters(model, tokenizer, tmp_path / "train", tmp_path / "a", config, progress=False)
+    keys = json.loads((tmp_path / "a" / "adapter_config.json").read_text())["lora_parameters"]["keys"]
+    assert keys == ["self_attn.q_proj", "self_attn.v_proj"]
+    names = {name.rsplit(".", 1)[0] for name in mx.load(str(tmp_path / "a" / "adapters.safetensors"))}
+    assert names == {f"model.layers.{i}.self_attn.{p}" for i in (0, 1) for p in ("q_proj", "v_proj")}
+    model, _ = load_model(tiny_model)
+    with pytest.raises(ValueError, match="no linear module 'qkv'.*q_proj"):
+        train_adapters(model, tokenizer, tmp_path / "train", tmp_path / "b", replace(config, lora_modules="qkv"),
+                       progress=False)  # fmt: skip
+
+
+def test_the_learning_rate_warms_up_then_decays_as_mlx_lm_builds_it(tiny_model, tmp_path):
+    from mlx_lm.tuner.utils import build_schedule
+
+    from slearn_mlx.adapters import build_optimizer, schedule_config
+
+    config = TrainConfig(learning_rate=1e-3, optimizer="adamw", weight_decay=0.05, lr_schedule="cosine", warmup=3)
+    optimizer = build_optimizer(config, 10)
+    assert type(optimizer).__name__ == "AdamW" and optimizer.weight_decay == 0.05
+    schedule = build_schedule(schedule_config(config, 10))
+    rates = [schedule(mx.array(k)).item() for k in range(11)]
+    assert rates[0] == 0.0 and rates[3] == pytest.approx(1e-3, rel=1e-5) and rates[10] == pytest.approx(0.0, abs=1e-9)
+    rising, falling = zip(rates[:3], rates[1:4]), zip(rates[3:], rates[4:])
+    assert all(a < b for a, b in rising) and all(a >= b - 1e-9 for a, b in falling) and rates[6] < rates[4]
+    write_train_dir(tmp_path / "train", 4)
+    model, tokenizer = load_model(tiny_model)
+    train_adapters(model, tokenizer, tmp_path / "train", tmp_path / "a", replace(config, num_layers=1), progress=False)
+    saved = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert saved["optimizer"] == "adamw" and saved["lr_schedule"]["name"] == "cosine_decay"
+    assert saved["optimizer_config"] == {"adamw": {"weight_decay": 0.05}}
+
+
+def _identical_pairs(path, n: int):
+    path.mkdir(parents=True, exist_ok=True)
+    row = chat_example(QAItem("x", "What is it?", "It is this"))
+    (path / "train.jsonl").write_text("".join(json.dumps(row | {"id": str(i)}) + "\n" for i in range(n)))
+
+
+def test_accumulated_gradients_equal_one_larger_batch(tiny_model, tmp_path):
+    # Four identical pairs: two batches of two summed and halved are one batch of four.
+    for name, batch_size, accumulate in (("one", 4, 1), ("acc", 2, 2)):
+        _identical_pairs(tmp_path / name, 4)
+        model, tokenizer = load_model(tiny_model)
+        config = TrainConfig(epochs=1, batch_size=batch_size, grad_accumulation=accumulate, learning_rate=1e-2,
+                             num_layers=2)  # fmt: skip
+        train_adapters(model, tokenizer, tmp_path / name, tmp_path / name / "a", config, progress=False)
+    one, acc = _adapters(tmp_path / "one" / "a"), _adapters(tmp_path / "acc" / "a")
+    assert all(np.allclose(np.array(one[k]), np.array(acc[k]), atol=1e-6) for k in one)
+    assert any(float(mx.abs(one[k]).max()) > 0 for k in one if "lora_b" in k)  # an update happened
+
+
+def test_accumulation_and_checkpointing_resume_exactly(tiny_model, tmp_path):
+    config = TrainConfig(epochs=2, batch_size=2, grad_accumulation=2, learning_rate=5e-3, rank=4, num_layers=2,
+                         checkpoint_every=1, grad_checkpoint=True)  # fmt: skip
+    for run in ("whole", "cut"):
+        write_train_dir(tmp_path / run / "train", 9)
+    block = None
+    model, tokenizer = load_model(tiny_model)
+    block = type(model.layers[0]).__call__
+    train_adapters(model, tokenizer, tmp_path / "whole/train", tmp_path / "whole/a", config, progress=False)
+    assert type(model.layers[0]).__call__ is block  # gradient checkpointing is undone after training
+    for steps in (3, None):  # step 3 is half an update: the checkpoint is the one after step 2
+        model, tokenizer = load_model(tiny_model)
+        cut = train_adapters(model, tokenizer, tmp_path / "cut/train", tmp_path / "cut/a", config, progress=False,
+                             stop_after_steps=steps)  # fmt: skip
+    assert cut.resumed_at_step == 2 and cut.steps == 10
+    expected, got = _adapters(tmp_path / "whole/a"), _adapters(tmp_path / "cut/a")
+    assert all(mx.array_equal(expected[k], got[k]).item() for k in expected)
+    # Gradient checkpointing recomputes what it does not keep: the same training, within float error.
+    plain_dir = tmp_path / "plain"
+    write_train_dir(plain_dir / "train", 9)
+    model, tokenizer = load_model(tiny_model)
+    train_adapters(model, tokenizer, plain_dir / "train", plain_dir / "a", replace(config, grad_checkpoint=False),
+                   progress=False)  # fmt: skip
+    plain = _adapters(plain_dir / "a")
+    assert all(np.allclose(np.array(plain[k]), np.array(expected[k]), atol=1e-5) for k in plain)

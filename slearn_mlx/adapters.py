@@ -1,0 +1,139 @@
+"""What training changes, and in which format it is saved: LoRA, DoRA or full fine-tuning.
+
+- `lora` and `dora` put mlx-lm's LoRALinear / DoRALinear on the chosen linear
+  modules (`lora_modules`; every linear layer by default, as `mlx_lm.lora`) of
+  the top `num_layers` blocks; only their small matrices train.
+- `full` unfreezes every weight of the top `num_layers` blocks.
+
+Whatever trained is saved as mlx-lm saves it: `adapter_config.json` (the keys
+`mlx_lm.load`, `mlx_lm.generate --adapter-path` and `mlx_lm.fuse` read) and
+`adapters.safetensors` (the trained parameters). The optimizer and its
+learning-rate schedule are built here too, with the names `mlx_lm.lora` uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FINE_TUNE_TYPES = ("lora", "dora", "full")
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("constant", "cosine", "linear")
+
+
+def block_linear_names(model) -> list[str]:
+    """The names of the linear modules inside a transformer block ("self_attn.q_proj", ...)."""
+    import mlx.nn as nn
+
+    names = []
+    for name, module in model.layers[0].named_modules():
+        if isinstance(module, (nn.Linear, nn.QuantizedLinear)) and name:
+            names.append(name)
+    return sorted(names)
+
+
+def resolve_modules(model, modules: str | None) -> list[str] | None:
+    """`lora_modules` as mlx-lm's `keys`: None (every linear layer) or full names, where each given name may be
+    written whole ("self_attn.q_proj") or by its last part ("q_proj")."""
+    if modules is None or modules.strip() in ("", "all"):
+        return None
+    available = block_linear_names(model)
+    keys = []
+    for wanted in (m.strip() for m in modules.split(",") if m.strip()):
+        matches = [name for name in available if name == wanted or name.rsplit(".", 1)[-1] == wanted]
+        if not matches:
+            raise ValueError(
+                f"train.lora_modules: the model's blocks have no linear module {wanted!r}; they have "
+                + ", ".join(available)
+            )
+        keys += [m for m in matches if m not in keys]
+    return keys
+
+
+def add_trainable_layers(model, config) -> tuple[int, dict | None]:
+    """Freeze the model and make its top `config.num_layers` blocks trainable as `config.fine_tune_type` says.
+
+    Returns the block count used and adapter_config.json's `lora_parameters`, as mlx-lm writes them (None for
+    full fine-tuning)."""
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    num_layers = min(config.num_layers, len(model.layers))
+    if config.fine_tune_type == "full":
+        model.freeze()
+        for layer in model.layers[-num_layers:]:
+            layer.unfreeze()
+        return num_layers, None
+    parameters = {"rank": config.rank, "scale": config.scale, "dropout": config.dropout}
+    keys = resolve_modules(model, config.lora_modules)  # read before the modules are wrapped
+    if keys is not None:
+        parameters["keys"] = keys
+    model.freeze()
+    linear_to_lora_layers(model, num_layers, parameters, use_dora=config.fine_tune_type == "dora")
+    return num_layers, parameters
+
+
+def remove_adapters(model) -> None:
+    """Put back the plain linear layers under every LoRA and DoRA layer (mlx-lm's remove_lora_layers knows
+    LoRA only). Full fine-tuning changed the weights themselves: see `BaseWeights`."""
+    from mlx.utils import tree_unflatten
+    from mlx_lm.tuner.dora import DoRALinear
+    from mlx_lm.tuner.lora import LoRALinear
+
+    plain = [
+        (name, module.linear) for name, module in model.named_modules() if isinstance(module, (LoRALinear, DoRALinear))
+    ]
+    if plain:
+        model.update_modules(tree_unflatten(plain))
+
+
+@dataclass
+class BaseWeights:
+    """A copy of the weights full fine-tuning changes, to put the base model back after training or evaluation."""
+
+    weights: list
+
+    @classmethod
+    def of(cls, model, num_layers: int) -> "BaseWeights":
+        import mlx.core as mx
+        from mlx.utils import tree_flatten
+
+        first = len(model.layers) - min(num_layers, len(model.layers))
+        kept = [
+            (f"layers.{i}.{name}", mx.array(value))
+            for i in range(first, len(model.layers))
+            for name, value in tree_flatten(model.layers[i].parameters())
+        ]
+        prefix = "model." if hasattr(model, "model") and model.layers is model.model.layers else ""
+        weights = [(prefix + name, value) for name, value in kept]
+        mx.eval([v for _, v in weights])
+        return cls(weights)
+
+    def restore(self, model) -> None:
+        model.load_weights(self.weights, strict=False)
+
+
+def schedule_config(config, n_updates: int) -> dict | None:
+    """The learning-rate schedule as mlx-lm's `lr_schedule` config (what `mlx_lm.lora` reads and its
+    `build_schedule` builds): `warmup` updates rising from 0, then constant, or cosine or linear decay to 0 over
+    the remaining updates. None for a constant rate without warm-up."""
+    if config.lr_schedule == "constant" and not config.warmup:
+        return None
+    # mlx-lm switches from the warm-up to the decay after update `warmup`, so the decay has the rest but one.
+    rate, steps = config.learning_rate, max(n_updates - config.warmup - 1, 1)
+    name, arguments = {
+        "constant": ("linear_schedule", [rate, rate, 1]),
+        "cosine": ("cosine_decay", [rate, steps, 0.0]),
+        "linear": ("linear_schedule", [rate, 0.0, steps]),
+    }[config.lr_schedule]
+    return {"name": name, "arguments": arguments, "warmup": config.warmup, "warmup_init": 0.0}
+
+
+def build_optimizer(config, n_updates: int):
+    """The optimizer `config` names, with its learning-rate schedule over `n_updates` optimizer updates."""
+    import mlx.optimizers as optim
+    from mlx_lm.tuner.utils import build_schedule
+
+    schedule = schedule_config(config, n_updates)
+    rate = build_schedule(schedule) if schedule else config.learning_rate
+    if config.optimizer == "adamw":
+        return optim.AdamW(learning_rate=rate, weight_decay=config.weight_decay)
+    return optim.Adam(learning_rate=rate)
