@@ -79,7 +79,8 @@ GRADER = _setting(
     "--grader",
     "grade__grader",
     click.Choice(GRADERS),
-    "judge: a model grades the answers; exact/contains/f1/option: deterministic; "
+    "judge: a model grades the answers; exact/contains/f1/option: deterministic (auto: option for multiple "
+    "choice, contains otherwise); "
     "hybrid: deterministic where decisive, the judge for the rest; probe: no answers, one forward pass reads "
     "how likely the model is to say each reference [judge].",
 )
@@ -252,9 +253,16 @@ GRAD_CHECKPOINT = click.option(
     default=None,
     help="Recompute activations in the backward pass: less memory, slower.",
 )
+SKIP_LEARNED = click.option(
+    "--skip-learned",
+    "train__skip_learned",
+    is_flag=True,
+    default=None,
+    help="After the first epoch, leave out the pairs the model already writes word for word.",
+)
 TRAIN_OPTIONS = _options(
-    EPOCHS, LEARNING_RATE, RANK, NUM_LAYERS, PATIENCE, MAX_SEQ_LENGTH, KL, FINE_TUNE_TYPE, LORA_MODULES, OPTIMIZER,
-    WEIGHT_DECAY, LR_SCHEDULE, WARMUP, GRAD_ACCUMULATION, GRAD_CHECKPOINT,
+    EPOCHS, LEARNING_RATE, RANK, NUM_LAYERS, PATIENCE, MAX_SEQ_LENGTH, KL, SKIP_LEARNED, FINE_TUNE_TYPE, LORA_MODULES,
+    OPTIMIZER, WEIGHT_DECAY, LR_SCHEDULE, WARMUP, GRAD_ACCUMULATION, GRAD_CHECKPOINT,
 )  # fmt: skip
 
 

@@ -50,6 +50,7 @@ DEFAULT_STRATEGIES = ("all", "wrong", "wrong+replay0.2")
 _SELECT_PARTS = {"uncertain": "uncertain", "replay": "replay", "max": "max_items", "anchors": "anchors"}
 _TRAIN_PARTS = {"kl": "kl", "epochs": "epochs", "lr": "learning_rate", "rank": "rank", "layers": "num_layers"}
 _FLAGS = {"own": "own", "rephrase": "rephrase"}
+_TRAIN_FLAGS = {"skip": "skip_learned"}
 _PART = re.compile(r"^([a-z]+?)(\d+(?:\.\d*)?(?:e-?\d+)?)?$")
 # Files a strategy's run directory starts from: the base model's work, done once.
 SHARED = ("config.json", "fingerprint.json", "items.jsonl", "answers.jsonl", "grades.jsonl", "probe.jsonl",
@@ -73,12 +74,13 @@ class Strategy:
         for part, key in _TRAIN_PARTS.items():
             if key in self.train:
                 parts.append(f"{part}{self.train[key]:g}")
+        parts += [part for part, key in _TRAIN_FLAGS.items() if self.train.get(key)]
         return "+".join(parts)
 
 
 def parse_strategy(text: str, base: SelectConfig = SelectConfig()) -> Strategy:
     """'all', 'wrong' or 'budgetF', joined with '+' to parts: probe; uncertainF, replayF, own, rephrase, maxN,
-    anchorsF, bare (selection); klW, epochsN, lrX, rankN, layersN (training). E.g. 'wrong+replay0.2+own',
+    anchorsF, bare (selection); klW, epochsN, lrX, rankN, layersN, skip (training). E.g. 'wrong+replay0.2+own',
     'budget0.6+probe+anchors1+kl1'."""
     text = text.strip()
     reset = {"all": False, "replay": 0.0, "uncertain": 0.0, "max_items": None, "own": False, "rephrase": False,
@@ -101,6 +103,8 @@ def parse_strategy(text: str, base: SelectConfig = SelectConfig()) -> Strategy:
             probe = True
         elif value is None and name in _FLAGS:
             settings[_FLAGS[name]] = True
+        elif value is None and name in _TRAIN_FLAGS:
+            train[_TRAIN_FLAGS[name]] = True
         elif value is None and name == "bare":
             settings["lead"] = ""
         elif value is not None and name in _SELECT_PARTS:
@@ -112,7 +116,7 @@ def parse_strategy(text: str, base: SelectConfig = SelectConfig()) -> Strategy:
         else:
             raise ValueError(
                 f"unknown part {part!r} in strategy {text!r}: use probe, replayN, own, rephrase, uncertainN, maxN, "
-                "anchorsN, bare, klN, epochsN, lrN, rankN or layersN"
+                "anchorsN, bare, klN, epochsN, lrN, rankN, layersN or skip"
             )
     if settings["all"] and (probe or any(settings[k] != v for k, v in reset.items() if k != "all")):
         raise ValueError(f"strategy {text!r}: `all` trains on every pair; only bare and training parts go with it")

@@ -4,7 +4,8 @@ Graders (`--grader`):
 - `judge`: the paper's self-grading, a model judging the answers in one of the
   modes of judge.py (verdict from next-token probabilities, reasoning then
   verdict, or a 0-9 score), its score compared with `threshold`;
-- `exact`, `contains`, `f1`, `option`: deterministic, no model;
+- `exact`, `contains`, `f1`, `option`: deterministic, no model; `auto`: `option`
+  for multiple-choice items, `contains` for the rest;
 - `hybrid`: deterministic where that is decisive (the option a multiple-choice
   answer picks; the reference found in the answer), the judge for the rest;
 - `probe`: no answers at all: the knowledge probe (probe.py) reads how likely
@@ -33,7 +34,7 @@ from slearn_mlx.prompts import PROBE_LEAD
 from slearn_mlx.records import Answer, Grade, QAItem
 from slearn_mlx.runs import RecordWriter, pending_batches, read_records, write_jsonl_atomic
 
-GRADERS = ("judge", "exact", "contains", "f1", "option", "hybrid", "probe")
+GRADERS = ("judge", "exact", "contains", "f1", "option", "auto", "hybrid", "probe")
 DETERMINISTIC = ("exact", "contains", "f1", "option")
 ANSWER_GRADERS = ("auto",) + DETERMINISTIC + ("judge", "hybrid")  # answers' grader when the probe grades items
 DEFAULT_THRESHOLDS = {"probe": 0.05}  # P(reference); every other scored grader: 0.5
@@ -41,7 +42,7 @@ DEFAULT_THRESHOLDS = {"probe": 0.05}  # P(reference); every other scored grader:
 
 @dataclass
 class GradeConfig:
-    grader: str = "judge"  # judge | exact | contains | f1 | option | hybrid | probe
+    grader: str = "judge"  # judge | exact | contains | f1 | option | auto | hybrid | probe
     judge_mode: str = "verdict"  # verdict | cot | score: how the judge decides
     judge_model: str | None = None  # a separate judge model; None: the run's model grades itself
     judge_template: str | None = None  # the judge's prompt; None: the mode's default (prompts.py)

@@ -230,7 +230,8 @@ def select_unknown(
     trained = {item.id for item in selection.chosen}
     known = [item for item in items if (grades[item.id].correct or config.budget) and item.id not in trained]
     anchors = rng.sample(known, round(config.anchors * len(known))) if config.anchors and not config.all else []
-    write_jsonl_atomic(train_dir / "anchors.jsonl", (example(item) for item in anchors))
+    # The lead is named so that the KL term can leave it free (retention.py).
+    write_jsonl_atomic(train_dir / "anchors.jsonl", (example(item) | {"lead": config.lead} for item in anchors))
     return SelectSummary(
         len(items), len(chosen), n_valid, time.perf_counter() - start, config.strategy, selection.n_wrong,
         selection.n_uncertain, len(selection.replayed), n_rephrased, len(anchors),

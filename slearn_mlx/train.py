@@ -32,7 +32,7 @@ from slearn_mlx.adapters import (
     schedule_config,
 )
 from slearn_mlx.progress import progress_bar
-from slearn_mlx.retention import AnchorTargets, anchor_batch, anchor_indices, anchor_kl
+from slearn_mlx.retention import AnchorTargets, anchor_indices, lead_tokens, mixed_batch, mixed_loss
 from slearn_mlx.runs import atomic_file, write_json_atomic, write_jsonl_atomic
 
 ADAPTER_FILE = "adapters.safetensors"
@@ -58,6 +58,7 @@ class TrainConfig:
     warmup: int = 0  # optimizer updates over which the learning rate rises from 0
     grad_accumulation: int = 1  # batches whose gradients are summed into one optimizer update
     grad_checkpoint: bool = False  # recompute each block's activations in the backward pass: less memory, slower
+    skip_learned: bool = False  # after the first epoch, leave out pairs the model already writes word for word
     max_seq_length: int = 1024  # longer examples are truncated
     seed: int = 0  # batch order
     patience: int = 0  # stop after this many epochs without a lower validation loss; 0 never stops early
@@ -133,13 +134,16 @@ def read_chat_rows(path: Path) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def batch_order(dataset, batch_size: int, rng: np.random.Generator | None = None) -> list[list[int]]:
-    """Every example once, in batches of at most `batch_size`, as lists of indices.
+def batch_order(
+    dataset, batch_size: int, rng: np.random.Generator | None = None, pool: list[int] | None = None
+) -> list[list[int]]:
+    """Every example (of `pool`, when given) once, in batches of at most `batch_size`, as lists of indices.
 
     Shuffled when `rng` is given; examples of similar length share a batch so
     padding stays small.
     """
-    order = rng.permutation(len(dataset)) if rng is not None else np.arange(len(dataset))
+    pool = np.arange(len(dataset)) if pool is None else np.array(pool, dtype=np.int64)
+    order = pool[rng.permutation(len(pool))] if rng is not None else pool
     window = batch_size * 8
     batches = []
     for w in range(0, len(order), window):
@@ -205,26 +209,38 @@ def iterate_batches(dataset, batch_size: int, max_seq_length: int, rng: np.rando
         yield make_batch(dataset, indices, max_seq_length)
 
 
-def answer_loss(model, tokens, bounds, positions, scored):
-    """mlx-lm's `default_loss` (mean cross-entropy over the answer tokens, prompt masked), with the
-    vocabulary projection computed only where a token is scored: most positions are prompt, and the
-    projection is a large share of a small model's work per position."""
+def answer_logits(model, tokens, positions):
+    """The logits that predict the answer tokens: the vocabulary projection is computed only at `positions`
+    where the model's head allows it (most positions are prompt, and the projection is a large share of a
+    small model's work per position)."""
     import mlx.core as mx
-    import mlx.nn as nn
-    from mlx_lm.tuner.trainer import default_loss
 
     from slearn_mlx.models import output_projection
 
+    rows = mx.arange(tokens.shape[0])[:, None]
     project = output_projection(model)
     if project is None:
-        return default_loss(model, tokens, bounds)
-    hidden = model.model(tokens[:, :-1])
-    logits = project(hidden[mx.arange(tokens.shape[0])[:, None], positions])
+        return model(tokens[:, :-1])[rows, positions]
+    return project(model.model(tokens[:, :-1])[rows, positions])
+
+
+def answer_loss(model, tokens, bounds, positions, scored, *, mastery: bool = False):
+    """mlx-lm's `default_loss`: mean cross-entropy over the answer tokens, prompt masked (`bounds` is what
+    default_loss takes; `positions` and `scored` say the same per token). With `mastery`, also whether each
+    row's every answer token is already the model's most likely one: the pair is learned word for word."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    logits = answer_logits(model, tokens, positions)
     targets = mx.take_along_axis(tokens, positions + 1, axis=1)
     ce = nn.losses.cross_entropy(logits, targets) * scored
     n_tokens = scored.sum()
     # A batch whose answers max_seq_length cut off entirely has loss and gradient 0, not 0/0.
-    return ce.astype(mx.float32).sum() / mx.maximum(n_tokens, 1), n_tokens
+    loss = ce.astype(mx.float32).sum() / mx.maximum(n_tokens, 1)
+    if not mastery:
+        return loss, n_tokens
+    hit = (mx.argmax(logits, axis=-1) == targets) | ~scored
+    return loss, n_tokens, mx.stop_gradient(hit.all(axis=1))
 
 
 def file_sha1(path: Path) -> str:
@@ -298,6 +314,8 @@ class TrainState:
     best_epoch: int | None = None
     stale_epochs: int = 0  # epochs since the validation loss last improved
     stopped_early: bool = False
+    pool: list | None = None  # the pairs this epoch trains on (all, unless skip_learned left some out)
+    learned: list = field(default_factory=list)  # pairs whose answer the model wrote word for word when last seen
     step_losses: list = field(default_factory=list)  # this epoch's per-step losses
     history: list = field(default_factory=list)  # one row per finished epoch, as losses.jsonl has them
 
@@ -419,8 +437,10 @@ def train_adapters(
     settings = adapter_config(config, num_layers, model_name, key, lora, None)
     anchor_rows = read_chat_rows(train_dir / ANCHORS_FILE) if config.kl > 0 else []
     anchor_set = CacheDataset(ChatDataset(anchor_rows, tokenizer, mask_prompt=True)) if anchor_rows else None
-    # Read before any checkpoint is loaded: with LoRA at zero, the model is the base model.
-    targets = AnchorTargets.read(model, anchor_set, config.max_seq_length) if anchor_set is not None else None
+    targets = None
+    if anchor_set is not None:  # read before any checkpoint is loaded: with LoRA at zero, the model is the base
+        skips = [lead_tokens(tokenizer, row.get("lead", "")) for row in anchor_rows]
+        targets = AnchorTargets.read(model, anchor_set, config.max_seq_length, skips)
 
     batch_size = min(config.batch_size, len(rows))
     steps_per_epoch = math.ceil(len(rows) / batch_size)
@@ -435,25 +455,28 @@ def train_adapters(
     state, best = resumed if resumed else (TrainState(key), None)
     resumed_at = state.step
 
-    def loss_with_kl(model, *batches):
-        loss, n_tokens = answer_loss(model, *batches[:4])
-        kl = anchor_kl(model, *batches[4:]) if len(batches) > 4 else mx.array(0.0)
-        return loss + config.kl * kl, n_tokens, loss, kl
+    def loss_with_kl(model, *batch):
+        if targets is None:
+            loss, n_tokens, mastered = answer_loss(model, *batch, mastery=True)
+            kl = mx.array(0.0)
+        else:
+            loss, n_tokens, kl, mastered = mixed_loss(model, *batch)
+        return loss + config.kl * kl, n_tokens, loss, kl, mastered
 
     loss_and_grad = nn.value_and_grad(model, loss_with_kl)
     compiled_state = [model.state, optimizer.state, mx.random.state]
 
     @partial(mx.compile, inputs=compiled_state, outputs=compiled_state)
-    def step(batches, pending, n_summed, update):
+    def step(batch, pending, n_summed, update):
         """One batch's gradient, added to those `pending` from earlier batches of the same update; with
         `update`, their mean over the `n_summed` batches is applied."""
-        (_, n_tokens, loss, kl), grad = loss_and_grad(model, *batches)
+        (_, n_tokens, loss, kl, mastered), grad = loss_and_grad(model, *batch)
         if pending is not None:
             grad = tree_map(lambda a, b: a + b, grad, pending)
         if update:
             optimizer.update(model, grad if n_summed == 1 else tree_map(lambda g: g / n_summed, grad))
             grad = None
-        return loss, n_tokens, kl, grad
+        return loss, n_tokens, kl, grad, mastered
 
     def reseed() -> None:
         # mlx's random key cannot be saved and restored, so dropout's key is re-derived
@@ -475,23 +498,33 @@ def train_adapters(
     with progress_bar(config.epochs * steps_per_epoch, "train", progress) as bar:
         bar.update(state.step)
         while state.epoch <= config.epochs and not state.stopped_early:
-            # The order depends on (seed, epoch) only, so a resumed epoch sees the same batches.
-            batches = batch_order(train_set, batch_size, np.random.default_rng([config.seed, state.epoch]))
+            if state.pool is None:  # a new epoch: which pairs it trains on is decided once, and saved
+                learned = set(state.learned) if config.skip_learned else set()
+                state.pool = [i for i in range(len(train_set)) if i not in learned]
+            if not state.pool:  # every pair learned word for word: nothing left to train
+                state.stopped_early = True
+                break
+            # The order depends on (seed, epoch, pool) only, so a resumed epoch sees the same batches.
+            rng = np.random.default_rng([config.seed, state.epoch])
+            batches = batch_order(train_set, batch_size, rng, state.pool)
             for indices in batches[state.batch :]:
                 if stop_after_steps is not None and state.step - resumed_at >= stop_after_steps:
                     if restore_blocks is not None:
                         restore_blocks()
                     return TrainSummary.skip(f"stopped after {stop_after_steps} steps")
-                batch = make_batch(train_set, indices, config.max_seq_length)
-                extra = ()
-                if targets is not None:
+                if targets is None:
+                    batch = make_batch(train_set, indices, config.max_seq_length)
+                else:  # the step's anchors ride in the same batch as its training pairs
                     chosen = anchor_indices(len(anchor_set), config.kl_batch, state.step, config.seed)
-                    extra = anchor_batch(anchor_set, targets, chosen, config.max_seq_length)
-                    state.n_seq_tokens += sum(min(len(anchor_set[i][0]), config.max_seq_length) for i in chosen)
+                    batch = mixed_batch(train_set, indices, anchor_set, targets, chosen, config.max_seq_length)
                 done = state.batch + 1  # batches of this epoch done after this one
                 update = done % group == 0 or done == len(batches)
-                loss, n_tokens, kl, pending = step((*batch, *extra), pending, (done - 1) % group + 1, update)
-                mx.eval(compiled_state, loss, n_tokens, kl, pending)
+                loss, n_tokens, kl, pending, mastered = step(tuple(batch), pending, (done - 1) % group + 1, update)
+                mx.eval(compiled_state, loss, n_tokens, kl, pending, mastered)
+                learned = set(state.learned)
+                for i, ok in zip(indices, mastered.tolist()):
+                    (learned.add if ok else learned.discard)(i)
+                state.learned = sorted(learned)
                 state.epoch_loss += loss.item() * n_tokens.item()
                 state.epoch_tokens += n_tokens.item()
                 state.epoch_kl += kl.item()
@@ -517,7 +550,8 @@ def train_adapters(
                     state.stale_epochs += 1
                     state.stopped_early = config.patience > 0 and state.stale_epochs >= config.patience
             bar.set_postfix(loss=f"{train_loss:.3f}")
-            row = {"epoch": state.epoch, "step": state.step, "train_loss": train_loss, "val_loss": val_loss}
+            row = {"epoch": state.epoch, "step": state.step, "train_loss": train_loss, "val_loss": val_loss,
+                   "pairs": len(state.pool), "learned": len(state.learned)}  # fmt: skip
             if targets is not None:
                 row["kl"] = state.epoch_kl / max(len(batches), 1)
             state.history.append(row | {"step_losses": state.step_losses})
@@ -525,6 +559,7 @@ def train_adapters(
             state.epoch, state.batch, state.epoch_loss, state.epoch_tokens, state.epoch_kl, state.step_losses = (
                 state.epoch + 1, 0, 0.0, 0, 0.0, []
             )  # fmt: skip
+            state.pool = None
             save()
             write_jsonl_atomic(train_dir / "losses.jsonl", state.history)
     model.eval()

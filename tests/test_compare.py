@@ -23,6 +23,7 @@ def test_strategy_names_round_trip():
         "budget0.6+probe+anchors1+kl1",
         "wrong+probe+bare+epochs2+lr0.0005",
         "all+rank16+layers8",
+        "budget0.5+probe+kl1+skip",
     ):
         assert parse_strategy(name).name == name
     assert parse_strategy("wrong+max50").select.max_items == 50

