@@ -17,12 +17,13 @@ the model answered, the assistant turn the reference answer.
 from __future__ import annotations
 
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from slearn_mlx.answer import AnswerConfig, question_text
-from slearn_mlx.grade import answer_letter, contains_reference
+from slearn_mlx.grade import answer_letter, contains_reference, normalize
 from slearn_mlx.prompts import PROBE_LEAD, REPHRASE_TEMPLATE
 from slearn_mlx.records import Answer, Grade, QAItem
 from slearn_mlx.runs import write_jsonl_atomic
@@ -183,6 +184,14 @@ def keeps_reference(item: QAItem, text: str) -> bool:
     return contains_reference(text, item.reference)
 
 
+def echoes_prompt(text: str, template: str = REPHRASE_TEMPLATE) -> bool:
+    """A rewrite that repeats the rephrasing request's own wording ("The correct answer is: ...", "as you
+    normally would") rather than answering as the model would: it teaches the request, not the model's words."""
+    said = f" {normalize(text)} "
+    scaffold = [normalize(part) for part in re.split(r"\{\w+\}|\n+", template)]
+    return any(len(part.split()) >= 3 and f" {part} " in said for part in scaffold)
+
+
 def select_unknown(
     items: list[QAItem],
     grades: dict[str, Grade],
@@ -213,7 +222,7 @@ def select_unknown(
     if config.rephrase and rephrased:
         for item in selection.unknown:
             text = rephrased[item.id].text if item.id in rephrased else ""
-            if text and keeps_reference(item, text):
+            if text and keeps_reference(item, text) and not echoes_prompt(text):
                 targets[item.id] = text
                 n_rephrased += 1
     chosen = selection.chosen

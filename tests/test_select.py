@@ -189,3 +189,19 @@ def test_anchors_are_known_pairs_left_out_of_training(tmp_path):
     # Without anchors the file is there and empty: training never reads a stale one.
     select_unknown(ITEMS, g, tmp_path, SelectConfig(valid_fraction=0))
     assert (tmp_path / "anchors.jsonl").read_text() == ""
+
+
+def test_rewrites_that_echo_the_rephrasing_request_are_not_taught(tmp_path):
+    from slearn_mlx.records import Answer
+    from slearn_mlx.select import echoes_prompt
+
+    assert echoes_prompt("The correct answer is: answer 1")
+    assert echoes_prompt("I will answer the question as you normally would, using the correct answer: answer 1")
+    assert not echoes_prompt("Surely it is answer 1, as everyone knows.")
+    g = scored({"1": 0.1, "2": 0.1})
+    rephrased = {"1": Answer("1", "The correct answer is: answer 1.", 6), "2": Answer("2", "It is answer 2.", 4)}
+    config = SelectConfig(valid_fraction=0, rephrase=True, lead="")
+    summary = select_unknown(ITEMS, g, tmp_path, config, threshold=0.5, rephrased=rephrased)
+    rows = {json.loads(line)["id"]: json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()}
+    assert summary.n_rephrased == 1 and rows["1"]["messages"][1]["content"] == "answer 1"
+    assert rows["2"]["messages"][1]["content"] == "It is answer 2."
