@@ -197,9 +197,16 @@ LEAD = _setting(
     str,
     'What every taught answer starts with, before the reference ["The correct answer is "; "" teaches it bare].',
 )
-SELECT_OPTIONS = _options(
-    VALID_FRACTION, VALID_SPLIT, REPLAY, REPLAY_OWN, REPHRASE, UNCERTAIN, MAX_ITEMS, BUDGET, ANCHORS, LEAD, ALL_ITEMS
+REHEARSE = _setting(
+    "--rehearse",
+    "select__rehearse",
+    float,
+    "Share of the known pairs left out that are trained once (in one epoch), so the new does not overwrite them [0].",
 )
+SELECT_OPTIONS = _options(
+    VALID_FRACTION, VALID_SPLIT, REPLAY, REPLAY_OWN, REPHRASE, UNCERTAIN, MAX_ITEMS, BUDGET, REHEARSE, ANCHORS, LEAD,
+    ALL_ITEMS,
+)  # fmt: skip
 EPOCHS = _setting("--epochs", "train__epochs", int, "Passes over the selected pairs [3].")
 LEARNING_RATE = _setting("--learning-rate", "train__learning_rate", float, "Adam learning rate [2e-4].")
 RANK = _setting("--rank", "train__rank", int, "LoRA rank [8].")

@@ -47,7 +47,8 @@ from slearn_mlx.train import TrainConfig, read_chat_rows
 
 DEFAULT_STRATEGIES = ("all", "wrong", "wrong+replay0.2")
 # Parts of a strategy's name after its first word, in the order names are written.
-_SELECT_PARTS = {"uncertain": "uncertain", "replay": "replay", "max": "max_items", "anchors": "anchors"}
+_SELECT_PARTS = {"uncertain": "uncertain", "replay": "replay", "max": "max_items", "rehearse": "rehearse",
+                 "anchors": "anchors"}  # fmt: skip
 _TRAIN_PARTS = {"kl": "kl", "epochs": "epochs", "lr": "learning_rate", "rank": "rank", "layers": "num_layers"}
 _FLAGS = {"own": "own", "rephrase": "rephrase"}
 _TRAIN_FLAGS = {"skip": "skip_learned"}
@@ -80,11 +81,11 @@ class Strategy:
 
 def parse_strategy(text: str, base: SelectConfig = SelectConfig()) -> Strategy:
     """'all', 'wrong' or 'budgetF', joined with '+' to parts: probe; uncertainF, replayF, own, rephrase, maxN,
-    anchorsF, bare (selection); klW, epochsN, lrX, rankN, layersN, skip (training). E.g. 'wrong+replay0.2+own',
+    rehearseF, anchorsF, bare (selection); klW, epochsN, lrX, rankN, layersN, skip (training). E.g. 'wrong+replay0.2+own',
     'budget0.6+probe+anchors1+kl1'."""
     text = text.strip()
     reset = {"all": False, "replay": 0.0, "uncertain": 0.0, "max_items": None, "own": False, "rephrase": False,
-             "budget": None, "anchors": 0.0}  # fmt: skip
+             "budget": None, "anchors": 0.0, "rehearse": 0.0}  # fmt: skip
     first, *parts = text.split("+")
     settings: dict = dict(reset)
     train: dict = {}
@@ -116,7 +117,7 @@ def parse_strategy(text: str, base: SelectConfig = SelectConfig()) -> Strategy:
         else:
             raise ValueError(
                 f"unknown part {part!r} in strategy {text!r}: use probe, replayN, own, rephrase, uncertainN, maxN, "
-                "anchorsN, bare, klN, epochsN, lrN, rankN, layersN or skip"
+                "rehearseN, anchorsN, bare, klN, epochsN, lrN, rankN, layersN or skip"
             )
     if settings["all"] and (probe or any(settings[k] != v for k, v in reset.items() if k != "all")):
         raise ValueError(f"strategy {text!r}: `all` trains on every pair; only bare and training parts go with it")

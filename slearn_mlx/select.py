@@ -41,6 +41,9 @@ class SelectConfig:
     all: bool = False  # every pair, right or wrong: full fine-tuning
     own: bool = False  # replayed pairs teach the model's own correct answer, not the reference
     rephrase: bool = False  # unknown pairs teach the model's own rewrite of the reference, where it keeps it
+    rehearse: float = (
+        0.0  # share of the pairs left out that are trained once, in one epoch, so the new does not overwrite them
+    )
     anchors: float = 0.0  # share of the known pairs not trained on written to anchors.jsonl, for train.kl
     lead: str = (
         PROBE_LEAD  # taught answers start with it ("The correct answer is Paris."); "" teaches the bare reference
@@ -48,7 +51,7 @@ class SelectConfig:
 
     def problems(self) -> list[str]:
         out = []
-        for name in ("valid_fraction", "replay", "anchors"):
+        for name in ("valid_fraction", "replay", "anchors", "rehearse"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 out.append(f"select.{name} must be between 0 and 1")
         if not 0.0 <= self.uncertain <= 1.0:
@@ -70,6 +73,7 @@ class SelectConfig:
         parts += ["own"] if self.own and self.replay else []
         parts += ["rephrase"] if self.rephrase else []
         parts += [f"max{self.max_items}"] if self.max_items else []
+        parts += [f"rehearse{self.rehearse:g}"] if self.rehearse else []
         parts += [f"anchors{self.anchors:g}"] if self.anchors else []
         parts += ["bare"] if not self.lead else []
         return "+".join(parts)
@@ -87,6 +91,7 @@ class SelectSummary:
     n_replay: int = 0  # graded right, mixed back in
     n_rephrased: int = 0  # unknown pairs taught in the model's own words
     n_anchors: int = 0  # known pairs written to anchors.jsonl for the KL term
+    n_rehearsed: int = 0  # known pairs trained in one epoch only
 
     def __str__(self) -> str:
         share = 100.0 * self.n_selected / self.n_items if self.n_items else 0.0
@@ -98,6 +103,7 @@ class SelectSummary:
             extra += [f"{self.n_uncertain} uncertain"] if self.n_uncertain and not budget else []
             extra += [f"{self.n_replay} replayed"] if self.n_replay else []
             extra += [f"{self.n_rephrased} rephrased"] if self.n_rephrased else []
+            extra += [f"{self.n_rehearsed} known rehearsed once"] if self.n_rehearsed else []
             extra += [f"{self.n_anchors} known as anchors"] if self.n_anchors else []
             what = ("least known pairs" if budget else "wrongly answered pairs") + (
                 f" ({', '.join(extra)})" if extra else ""
@@ -232,18 +238,24 @@ def select_unknown(
         held_out = {item.id for item in valid}
         chosen = [item for item in chosen if item.id not in held_out]
     example = lambda item: chat_example(item, answer_config, targets.get(item.id), config.lead)  # noqa: E731
-    write_jsonl_atomic(train_dir / "train.jsonl", (example(item) for item in chosen))
-    write_jsonl_atomic(train_dir / "valid.jsonl", (example(item) for item in valid))
-    # Anchors: known pairs left out of training, whose base distribution the KL term keeps (train.kl).
-    # With a budget, what is left untrained is by construction the best known.
+    # What is left out is known (with a budget, by construction the best known). Rehearsed pairs train in one
+    # epoch only, so training the new does not overwrite them; anchors hold them with the KL term (train.kl).
     trained = {item.id for item in selection.chosen}
     known = [item for item in items if (grades[item.id].correct or config.budget) and item.id not in trained]
+    rehearsed = rng.sample(known, round(config.rehearse * len(known))) if config.rehearse and not config.all else []
+    once = {item.id for item in rehearsed}
+    rows = [item for item in items if item.id in once or item.id in {c.id for c in chosen}]
+    write_jsonl_atomic(
+        train_dir / "train.jsonl", (example(item) | ({"epochs": 1} if item.id in once else {}) for item in rows)
+    )
+    write_jsonl_atomic(train_dir / "valid.jsonl", (example(item) for item in valid))
+    known = [item for item in known if item.id not in once]
     anchors = rng.sample(known, round(config.anchors * len(known))) if config.anchors and not config.all else []
     # The lead is named so that the KL term can leave it free (retention.py).
     write_jsonl_atomic(train_dir / "anchors.jsonl", (example(item) | {"lead": config.lead} for item in anchors))
     return SelectSummary(
-        len(items), len(chosen), n_valid, time.perf_counter() - start, config.strategy, selection.n_wrong,
-        selection.n_uncertain, len(selection.replayed), n_rephrased, len(anchors),
+        len(items), len(rows), n_valid, time.perf_counter() - start, config.strategy, selection.n_wrong,
+        selection.n_uncertain, len(selection.replayed), n_rephrased, len(anchors), len(rehearsed),
     )  # fmt: skip
 
 

@@ -127,6 +127,23 @@ class TrainSummary:
         )
 
 
+def pair_epochs(rows: list[dict], epochs: int, seed: int) -> list[set[int]]:
+    """The epochs each pair trains in: all of them, or, for a row that says `"epochs": k` (select --rehearse),
+    k consecutive ones, the rows spread evenly over the epochs in a seeded order."""
+    every = set(range(1, epochs + 1))
+    fewer = [i for i, row in enumerate(rows) if _epochs_field(row, epochs) < epochs]
+    out = [every for _ in rows]
+    for rank, i in enumerate(np.random.default_rng([seed, 104729]).permutation(fewer) if fewer else []):
+        k = _epochs_field(rows[i], epochs)
+        out[i] = {(rank + j) % epochs + 1 for j in range(k)}
+    return out
+
+
+def _epochs_field(row: dict, epochs: int) -> int:
+    k = row.get("epochs", epochs)
+    return k if isinstance(k, int) and not isinstance(k, bool) and k >= 1 else epochs
+
+
 def read_chat_rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -417,6 +434,7 @@ def train_adapters(
     if not train_path.exists():
         raise FileNotFoundError(f"train.jsonl not found in {train_dir}; run `slearn select` first")
     rows = read_chat_rows(train_path)
+    schedule = pair_epochs(rows, config.epochs, config.seed)
     if not rows:
         return TrainSummary.skip("nothing to train: no wrongly answered pairs")
     valid_rows = read_chat_rows(train_dir / "valid.jsonl")
@@ -500,7 +518,7 @@ def train_adapters(
         while state.epoch <= config.epochs and not state.stopped_early:
             if state.pool is None:  # a new epoch: which pairs it trains on is decided once, and saved
                 learned = set(state.learned) if config.skip_learned else set()
-                state.pool = [i for i in range(len(train_set)) if i not in learned]
+                state.pool = [i for i in range(len(train_set)) if i not in learned and state.epoch in schedule[i]]
             if not state.pool:  # every pair learned word for word: nothing left to train
                 state.stopped_early = True
                 break

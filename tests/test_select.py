@@ -205,3 +205,20 @@ def test_rewrites_that_echo_the_rephrasing_request_are_not_taught(tmp_path):
     rows = {json.loads(line)["id"]: json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()}
     assert summary.n_rephrased == 1 and rows["1"]["messages"][1]["content"] == "answer 1"
     assert rows["2"]["messages"][1]["content"] == "It is answer 2."
+
+
+def test_rehearsed_pairs_are_trained_in_one_epoch_spread_over_the_epochs(tmp_path):
+    from slearn_mlx.train import pair_epochs, read_chat_rows
+
+    summary = select_unknown(ITEMS, grades({"1", "4"}), tmp_path, SelectConfig(valid_fraction=0, rehearse=1.0))
+    rows = read_chat_rows(tmp_path / "train.jsonl")
+    assert summary.n_selected == len(ITEMS) and summary.n_rehearsed == 9 and "9 known rehearsed once" in str(summary)
+    once = {r["id"] for r in rows if r.get("epochs") == 1}
+    assert once == {i.id for i in ITEMS} - {"1", "4"}
+    epochs = pair_epochs(rows, 3, seed=0)
+    for row, chosen in zip(rows, epochs):
+        assert chosen == ({1, 2, 3} if row["id"] in ("1", "4") else chosen) and len(chosen) == (
+            3 if row["id"] in ("1", "4") else 1
+        )
+    per_epoch = [sum(e in chosen for row, chosen in zip(rows, epochs) if row["id"] in once) for e in (1, 2, 3)]
+    assert per_epoch == [3, 3, 3]  # nine rehearsed pairs, three per epoch

@@ -430,3 +430,16 @@ def test_skip_learned_leaves_out_pairs_the_model_already_writes_and_resumes_exac
     assert cut.resumed_at_step == stop and cut.steps == whole.steps
     expected, got = _adapters(tmp_path / "whole/a"), _adapters(tmp_path / "cut/a")
     assert all(mx.array_equal(expected[k], got[k]).item() for k in expected)
+
+
+def test_pairs_marked_for_one_epoch_train_in_one_epoch_only(tiny_model, tmp_path):
+    write_train_dir(tmp_path / "train", 9)
+    rows = [json.loads(line) for line in (tmp_path / "train/train.jsonl").read_text().splitlines()]
+    rows = [row | ({"epochs": 1} if i >= 3 else {}) for i, row in enumerate(rows)]  # six rehearsed once
+    (tmp_path / "train/train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model, tokenizer = load_model(tiny_model)
+    config = TrainConfig(epochs=3, batch_size=5, num_layers=1)
+    summary = train_adapters(model, tokenizer, tmp_path / "train", tmp_path / "a", config, progress=False)
+    losses = [json.loads(line) for line in (tmp_path / "train/losses.jsonl").read_text().splitlines()]
+    assert [row["pairs"] for row in losses] == [5, 5, 5]  # three every epoch, two of the six once each
+    assert summary.steps == 3
