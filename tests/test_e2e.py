@@ -94,3 +94,44 @@ def test_slearn_run_on_the_default_model(default_model, tmp_path):
     assert report["base_accuracy"] is not None and "adapted_accuracy" in report
     answers = [json.loads(l)["text"] for l in (out / "answers.jsonl").read_text().splitlines()]
     assert sum(bool(a.strip()) for a in answers) >= 6  # a real model answers
+
+
+CAPITALS = [("France", "Paris"), ("Japan", "Tokyo"), ("Germany", "Berlin"), ("Italy", "Rome"),
+            ("Burkina Faso", "Ouagadougou"), ("Eswatini", "Mbabane"), ("Tuvalu", "Funafuti"), ("Palau", "Ngerulmud")]  # fmt: skip
+
+
+def test_the_probe_tells_known_capitals_from_unknown_ones(default_model):
+    from slearn_mlx.probe import probe_row, read_rows
+    from slearn_mlx.prompts import PROBE_LEAD
+    from slearn_mlx.records import QAItem
+
+    model, tokenizer = load_model(default_model)
+    rows = [probe_row(tokenizer, QAItem(c, f"What is the capital of {c}?", capital), PROBE_LEAD)
+            for c, capital in CAPITALS]  # fmt: skip
+    p = [float(mx.exp(mx.array(token_lp.sum()))) for token_lp, _, _ in read_rows(model, rows)]
+    # Capitals of large countries are read with far more probability than those of small ones.
+    assert min(p[:4]) > 0.3 and max(p[4:]) < 0.05
+
+
+def test_slearn_run_with_the_probe_learns_what_the_model_did_not_know(default_model, tmp_path):
+    from click.testing import CliRunner
+
+    from conftest import write_jsonl
+
+    train = [{"id": c, "question": f"What is the capital of {c}?", "answer": capital} for c, capital in CAPITALS]
+    test = [{"id": c, "question": f"Name the capital city of {c}.", "answer": capital} for c, capital in CAPITALS]
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "run", "--data", str(write_jsonl(tmp_path / "train.jsonl", train)),
+        "--test", str(write_jsonl(tmp_path / "test.jsonl", test)), "--out", str(out), "--grader", "probe",
+        "--budget", "0.5", "--max-tokens", "16", "--epochs", "10", "--batch-size", "2", "--learning-rate", "3e-4",
+        "--quiet",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert not (out / "answers.jsonl").exists()  # the probe answered nothing
+    trained = [json.loads(line)["id"] for line in (out / "train" / "train.jsonl").read_text().splitlines()]
+    assert sorted(trained) == sorted(c for c, _ in CAPITALS[4:])  # the four it did not know
+    report = json.loads((out / "report.json").read_text())
+    adapted = [json.loads(line) for line in (out / "eval" / "adapted_grades.jsonl").read_text().splitlines()]
+    learned = sum(g["correct"] for g in adapted if g["id"] in trained)
+    assert learned >= 2 and report["adapted_accuracy"] > report["base_accuracy"]
