@@ -242,7 +242,9 @@ def select_unknown(
     # epoch only, so training the new does not overwrite them; anchors hold them with the KL term (train.kl).
     trained = {item.id for item in selection.chosen}
     known = [item for item in items if (grades[item.id].correct or config.budget) and item.id not in trained]
-    rehearsed = rng.sample(known, round(config.rehearse * len(known))) if config.rehearse and not config.all else []
+    # The least known of them first (lowest score): the surest known are the last to need it.
+    by_score = sorted(known, key=lambda item: grades[item.id].score)
+    rehearsed = by_score[: round(config.rehearse * len(known))] if config.rehearse and not config.all else []
     once = {item.id for item in rehearsed}
     rows = [item for item in items if item.id in once or item.id in {c.id for c in chosen}]
     write_jsonl_atomic(

@@ -16,7 +16,9 @@
   vitamin is required for glycogen phosphorylase?" -> "PLP") and as multiple
   choice in the test, options in another order: the test asks the same knowledge
   in another form. Questions that only make sense with their options (negations,
-  "all of the above") are left out.
+  "all of the above") are left out. `medical/mcq-template.txt` asks which option is
+  correct without demanding a letter (`--mcq-template`): the default prompt's "Answer
+  with the letter" keeps knowledge taught in words from showing (BENCHMARKS.md).
 
 Grade with `--grader auto` (contains for free text, the option for multiple
 choice). Neither package is imported: their data files are read from the
@@ -94,6 +96,7 @@ def world(n_countries: int = 90, n_cities: int = 120) -> list[tuple[str, str, st
     return rows
 
 
+MEDICAL_TEST_TEMPLATE = "{question}\n\nOptions:\n{options}\n\nWhich option is correct?"
 MCQ_OPTION = re.compile(r"^([A-D])\.\s*(.*)$")
 NEEDS_OPTIONS = re.compile(r"\b(except|not|true|false|following|above|incorrect|correct|all|none|both)\b", re.I)
 
@@ -155,6 +158,8 @@ def write_medical(out: Path, items: list[dict]) -> None:
             row = {"id": item["id"], "question": item["question"], "options": item["test_options"],
                    "answer": item["answer"]}  # fmt: skip
             handle.write(json.dumps(row) + "\n")
+    # The test asks which option is correct without demanding a letter: knowledge taught in words can show.
+    (folder / "mcq-template.txt").write_text(MEDICAL_TEST_TEMPLATE + "\n", encoding="utf-8")
     print(f"{folder}: {len(items)} items")
 
 
