@@ -281,7 +281,7 @@ TEMPLATE_FILES = {
 }
 
 
-def _session(out: str, config_file, overrides: dict):
+def _session(out: str, config_file, overrides: dict, method: str | None = None):
     """The run directory and its resolved configuration."""
     from slearn_mlx.config import resolve_config
     from slearn_mlx.runs import RunDir
@@ -290,7 +290,7 @@ def _session(out: str, config_file, overrides: dict):
         if overrides.get(key) is not None:
             overrides[key] = prompts.read_template(overrides[key], fields, required)
     run = RunDir(out)
-    return run, resolve_config(run, config_file, overrides)
+    return run, resolve_config(run, config_file, overrides, method)
 
 
 def _stage(stage: str, out, config_file, force: bool, quiet: bool, overrides: dict) -> None:
@@ -420,20 +420,29 @@ def evaluate(out, config_file, force, quiet, **overrides):
 @_options(CALIBRATE, CALIBRATE_SAMPLE, LABELS)
 @_setting("--answer-batch-size", "answer__batch_size", int, "Prompts generated together [32].")
 @_setting("--batch-size", "train__batch_size", int, "Training pairs per step [4].")
+@click.option(
+    "--method",
+    type=click.Choice(["slearn", "paper"]),
+    default=None,
+    help="slearn: the measured defaults (the probe, a budget of the least known, one rehearsal of the rest); "
+    "paper: SLearnLLM as published (answer, self-grade with the judge, train on the wrong pairs alone). "
+    "Options given beside it win [slearn].",
+)
 @_options(FORCE, QUIET)
 @user_errors
-def run(out, config_file, force, quiet, calibrate, calibrate_sample, labels, **overrides):
-    """Run every stage in order: answer, grade, select, train, evaluate.
+def run(out, config_file, force, quiet, calibrate, calibrate_sample, labels, method, **overrides):
+    """Run every stage in order: (answer,) grade, select, train, evaluate.
 
     Resumes whatever an interrupted run left; report.json holds the results.
 
     \b
     Example:
-      slearn run --data train.jsonl --test test.jsonl --out runs/demo --grader option
+      slearn run --data train.jsonl --test test.jsonl --out runs/demo
+      slearn run --data train.jsonl --test test.jsonl --out runs/paper --method paper
     """
     from slearn_mlx.pipeline import run_pipeline
 
-    run_dir, config = _session(out, config_file, overrides)
+    run_dir, config = _session(out, config_file, overrides, method)
     report = run_pipeline(
         run_dir,
         config,

@@ -45,7 +45,7 @@ from slearn_mlx.runs import RunDir, load_run_items, lock_run, read_json, read_re
 from slearn_mlx.select import SelectConfig
 from slearn_mlx.train import TrainConfig, read_chat_rows
 
-DEFAULT_STRATEGIES = ("all", "wrong", "wrong+replay0.2")
+DEFAULT_STRATEGIES = ("all", "paper", "budget0.5+probe+rehearse1")
 # Parts of a strategy's name after its first word, in the order names are written.
 _SELECT_PARTS = {"uncertain": "uncertain", "replay": "replay", "max": "max_items", "rehearse": "rehearse",
                  "anchors": "anchors"}  # fmt: skip
@@ -84,6 +84,8 @@ def parse_strategy(text: str, base: SelectConfig = SelectConfig()) -> Strategy:
     rehearseF, anchorsF, bare (selection); klW, epochsN, lrX, rankN, layersN, skip (training). E.g. 'wrong+replay0.2+own',
     'budget0.6+probe+anchors1+kl1'."""
     text = text.strip()
+    if text == "paper":  # SLearnLLM as published: the wrongly answered pairs alone, their references bare
+        text = "wrong+bare"
     reset = {"all": False, "replay": 0.0, "uncertain": 0.0, "max_items": None, "own": False, "rephrase": False,
              "budget": None, "anchors": 0.0, "rehearse": 0.0}  # fmt: skip
     first, *parts = text.split("+")
@@ -191,35 +193,39 @@ def run_compare(
         raise ValueError("--seeds must be at least 1")
     out = Path(out)
     models = SharedModel(config.model, config.trust_remote_code)
+    # The base model answers and its answers are graded (with the probe as the grader, by its answer grader): the
+    # paper's strategies select from these grades, and every strategy is evaluated the same way.
+    answering = replace(config, grade=config.grade.for_answers)
     base = RunDir(out / "base")
-    if config.grade.grader != PROBE_GRADER:
-        echo(str(stage_answer(base, config, models, progress=progress)))
-    echo(str(stage_grade(base, config, models, progress=progress)))
-    if calibrate_labels and not base.calibration.exists():
-        calibration, config = stage_calibrate(base, config, calibrate_labels, models, progress=progress)
+    echo(str(stage_answer(base, answering, models, progress=progress)))
+    echo(str(stage_grade(base, answering, models, progress=progress)))
+    if calibrate_labels and answering.grade.uses_judge and not base.calibration.exists():
+        calibration, answering = stage_calibrate(base, answering, calibrate_labels, models, progress=progress)
         echo(str(calibration))
-    echo(str(stage_evaluate(base, config, models, progress=progress)))  # no adapters: the base model's accuracy
+    echo(str(stage_evaluate(base, answering, models, progress=progress)))  # no adapters: the base model's accuracy
     base_report = read_json(base.report)
     # Retention is measured on the same items for every strategy: those the base model got right.
     base_grades = read_records(base.grades, Grade)
     known = [item for item in load_run_items(base) if base_grades[item.id].correct]
 
-    probe_base, probe_config = None, None
-    if any(s.probe for s in strategies) and config.grade.grader != PROBE_GRADER:
+    probe_base, probing = None, None
+    if any(s.probe for s in strategies):
         probe_base = RunDir(out / "base-probe")
-        answer_grader = config.grade.grader if config.grade.grader != "probe" else "auto"
-        probe_config = replace(config, grade=replace(config.grade, grader=PROBE_GRADER, threshold=None,
-                                                     answer_grader=answer_grader))  # fmt: skip
-        echo(f"[probe] {stage_grade(probe_base, probe_config, models, progress=progress)}")
+        threshold = (
+            config.grade.threshold if config.grade.grader == PROBE_GRADER else None
+        )  # a judge's is not the probe's
+        probe_grade = replace(
+            config.grade, grader=PROBE_GRADER, answer_grader=answering.grade.grader, threshold=threshold
+        )
+        probing = replace(config, grade=probe_grade)
+        echo(f"[probe] {stage_grade(probe_base, probing, models, progress=progress)}")
         if calibrate_labels and not probe_base.calibration.exists():
-            calibration, probe_config = stage_calibrate(
-                probe_base, probe_config, calibrate_labels, models, progress=progress
-            )
+            calibration, probing = stage_calibrate(probe_base, probing, calibrate_labels, models, progress=progress)
             echo(f"[probe] {calibration}")
 
     results: list[tuple[Strategy, list[SeedResult]]] = []
     for strategy in strategies:
-        source, source_config = (probe_base, probe_config) if strategy.probe and probe_base else (base, config)
+        source, source_config = (probe_base, probing) if strategy.probe else (base, answering)
         source_report = read_json(source.report)
         runs = []
         for k in range(seeds):
@@ -244,7 +250,7 @@ def run_compare(
         "n_items": base_report.get("n_items"),
         "n_wrong": base_report.get("n_wrong"),
         "n_test": base_report.get("n_test"),
-        "grader": config.grade.grader,
+        "grader": answering.grade.grader,
         "base_accuracy": base_report.get("base_accuracy"),
         "seeds": seeds,
         "train": asdict(config.train),

@@ -110,10 +110,26 @@ def _nest(overrides: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
+# The paper's exact method (SLearnLLM): the model answers every question, grades its own answers, and trains on
+# the wrongly answered pairs alone, the reference as it is. The defaults are what measured best instead
+# (README, "Choosing what to train"): the probe, a budget of the least known, one rehearsal of the rest, the lead.
+METHODS = {
+    "slearn": {},
+    "paper": {
+        "grade": {"grader": "judge"},
+        "select": {"budget": None, "rehearse": 0.0, "anchors": 0.0, "lead": ""},
+    },
+}
+
+
 def resolve_config(
-    run: RunDir, config_file: str | Path | None = None, overrides: dict[str, Any] | None = None
+    run: RunDir,
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    method: str | None = None,
 ) -> RunConfig:
-    """The run's configuration from defaults, its saved config, a YAML file and command-line overrides."""
+    """The run's configuration from defaults, its saved config, a YAML file, a method's settings and command-line
+    overrides, each over the ones before."""
     import yaml
 
     problems: list[str] = []
@@ -142,6 +158,8 @@ def resolve_config(
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: a config file must be a mapping of options")
         config = _merge(config, loaded, str(path), problems)
+    if method is not None:
+        config = _merge(config, METHODS[method], f"--method {method}", problems)
     config = _merge(config, _nest(overrides or {}), "command line", problems)
     problems += config.problems()
     if problems:

@@ -42,7 +42,7 @@ DEFAULT_THRESHOLDS = {"probe": 0.05}  # P(reference); every other scored grader:
 
 @dataclass
 class GradeConfig:
-    grader: str = "judge"  # judge | exact | contains | f1 | option | auto | hybrid | probe
+    grader: str = "probe"  # probe | judge | exact | contains | f1 | option | auto | hybrid
     judge_mode: str = "verdict"  # verdict | cot | score: how the judge decides
     judge_model: str | None = None  # a separate judge model; None: the run's model grades itself
     judge_template: str | None = None  # the judge's prompt; None: the mode's default (prompts.py)

@@ -37,17 +37,13 @@ class SelectConfig:
     replay: float = 0.0  # share of the correctly answered pairs mixed back in
     uncertain: float = 0.0  # judge verdicts within this distance of the threshold count as unknown
     max_items: int | None = None  # at most this many unknown pairs, hardest (lowest score) first
-    budget: float | None = None  # train on this share of the set, least known (lowest score) first, right or wrong
+    budget: float | None = 0.5  # train on this share of the set, least known (lowest score) first; None: the wrong ones
     all: bool = False  # every pair, right or wrong: full fine-tuning
     own: bool = False  # replayed pairs teach the model's own correct answer, not the reference
     rephrase: bool = False  # unknown pairs teach the model's own rewrite of the reference, where it keeps it
-    rehearse: float = (
-        0.0  # share of the pairs left out that are trained once, in one epoch, so the new does not overwrite them
-    )
+    rehearse: float = 1.0  # share of the rest, least known first, trained in one epoch: the new does not overwrite it
     anchors: float = 0.0  # share of the known pairs not trained on written to anchors.jsonl, for train.kl
-    lead: str = (
-        PROBE_LEAD  # taught answers start with it ("The correct answer is Paris."); "" teaches the bare reference
-    )
+    lead: str = PROBE_LEAD  # every taught answer starts with it ("The correct answer is Paris."); "": bare
 
     def problems(self) -> list[str]:
         out = []
@@ -58,8 +54,8 @@ class SelectConfig:
             out.append("select.uncertain must be between 0 and 1")
         if self.max_items is not None and self.max_items < 1:
             out.append("select.max_items must be at least 1")
-        if self.budget is not None and not 0.0 < self.budget <= 1.0:
-            out.append("select.budget must be above 0 and at most 1")
+        if self.budget is not None and not 0.0 <= self.budget <= 1.0:
+            out.append("select.budget must be between 0 and 1 (0: no budget, the wrong ones)")
         return out
 
     @property
@@ -67,7 +63,7 @@ class SelectConfig:
         """A short name for reports: wrong, wrong+uncertain0.1+replay0.2+max100, all."""
         if self.all:
             return "all" if self.lead else "all+bare"
-        parts = [f"budget{self.budget:g}" if self.budget is not None else "wrong"]
+        parts = [f"budget{self.budget:g}" if self.budget else "wrong"]
         parts += [f"uncertain{self.uncertain:g}"] if self.uncertain else []
         parts += [f"replay{self.replay:g}"] if self.replay else []
         parts += ["own"] if self.own and self.replay else []
@@ -159,7 +155,7 @@ def pick(
         return Selection(list(items), [], [], n_wrong, 0)
     unsure = {item.id for item in items if _uncertain(grades[item.id], config.uncertain, threshold)}
     unknown = [item for item in items if not grades[item.id].correct or item.id in unsure]
-    if config.budget is not None:
+    if config.budget:
         # Least known first: wrong answers by score, then the right ones by score; ties keep the file order.
         ranked = sorted(
             items, key=lambda item: (grades[item.id].correct and item.id not in unsure, grades[item.id].score)
@@ -244,7 +240,9 @@ def select_unknown(
     known = [item for item in items if (grades[item.id].correct or config.budget) and item.id not in trained]
     # The least known of them first (lowest score): the surest known are the last to need it.
     by_score = sorted(known, key=lambda item: grades[item.id].score)
-    rehearsed = by_score[: round(config.rehearse * len(known))] if config.rehearse and not config.all else []
+    # Nothing new to train, nothing to protect: no rehearsal.
+    rehearsing = config.rehearse and selection.chosen and not config.all
+    rehearsed = by_score[: round(config.rehearse * len(known))] if rehearsing else []
     once = {item.id for item in rehearsed}
     rows = [item for item in items if item.id in once or item.id in {c.id for c in chosen}]
     write_jsonl_atomic(

@@ -53,7 +53,9 @@ def test_stages_one_by_one_and_resume_after_truncation(runner, tiny_model, qa_fi
     assert "3 new, 3 already done" in output
     assert len(answers.read_text().splitlines()) == 6
 
-    assert "with judge" in invoke(runner, ["grade", "--out", out, "--quiet"])  # the model from the run's config
+    assert "with judge" in invoke(
+        runner, ["grade", "--out", out, "--grader", "judge", "--quiet"]
+    )  # the model from the run's config
     grades = [json.loads(l) for l in (tmp_path / "run" / "grades.jsonl").read_text().splitlines()]
     assert all(g["grader"] == "judge-verdict" and 0 <= g["score"] <= 1 for g in grades)
     assert "with exact" in invoke(runner, ["grade", "--out", out, "--grader", "exact", "--force", "--quiet"])
@@ -66,8 +68,11 @@ def test_stages_one_by_one_and_resume_after_truncation(runner, tiny_model, qa_fi
 
 
 def test_stage_out_of_order_says_what_to_run(runner, tmp_path):
-    result = runner.invoke(cli, ["grade", "--out", str(tmp_path / "empty")])
+    result = runner.invoke(cli, ["grade", "--out", str(tmp_path / "empty"), "--grader", "judge"])
     assert result.exit_code == 1 and "run `slearn answer` first" in result.output
+    # The probe (the default grader) needs no answers, only the data.
+    result = runner.invoke(cli, ["grade", "--out", str(tmp_path / "empty")])
+    assert result.exit_code == 1 and "pass --data FILE.jsonl" in result.output
 
 
 def test_invalid_options_are_all_reported(runner, qa_file, tmp_path):
@@ -106,7 +111,7 @@ def test_nothing_wrong_means_nothing_to_train(runner, tiny_model, tmp_path):
         ["answer", "--data", str(data), "--model", tiny_model, "--out", str(out), "--max-tokens", "2", "--quiet"],
     )
     # Threshold 0: the judge accepts every answer, so nothing is selected.
-    invoke(runner, ["grade", "--out", str(out), "--threshold", "0", "--quiet"])
+    invoke(runner, ["grade", "--out", str(out), "--grader", "judge", "--threshold", "0", "--quiet"])
     assert "selected 0 of 1" in invoke(runner, ["select", "--out", str(out)])
     assert "nothing to train" in invoke(runner, ["train", "--out", str(out), "--quiet"])
 
@@ -149,7 +154,7 @@ def test_grade_calibrate_show_and_templates(runner, tiny_model, qa_file, tmp_pat
     labels = tmp_path / "labels.jsonl"
     items = [json.loads(l) for l in (tmp_path / "run" / "items.jsonl").read_text().splitlines()]
     labels.write_text("".join(json.dumps({"id": it["id"], "correct": i % 2 == 0}) + "\n" for i, it in enumerate(items)))
-    output = invoke(runner, ["grade", "--out", out, "--judge-mode", "score", "--calibrate", "--labels", str(labels),
+    output = invoke(runner, ["grade", "--out", out, "--grader", "judge", "--judge-mode", "score", "--calibrate", "--labels", str(labels),
                              "--show", "2", "--quiet"])  # fmt: skip
     assert "calibrated on 6 answers" in output and "agreement" in output
     assert output.count("by judge-score") == 2
@@ -183,7 +188,9 @@ def test_bad_templates_and_labels_are_one_line(runner, tiny_model, qa_file, tmp_
     )
     labels = tmp_path / "labels.jsonl"
     labels.write_text('{"id": "x", "correct": "yes"}\n')
-    result = runner.invoke(cli, ["grade", "--out", out, "--calibrate", "--labels", str(labels), "--quiet"])
+    result = runner.invoke(
+        cli, ["grade", "--out", out, "--grader", "judge", "--calibrate", "--labels", str(labels), "--quiet"]
+    )
     assert result.exit_code == 1 and "labels.jsonl:1: field 'correct'" in result.output
 
 

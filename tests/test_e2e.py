@@ -85,13 +85,17 @@ def test_slearn_run_on_the_default_model(default_model, tmp_path):
     result = CliRunner().invoke(cli, [
         "run", "--data", str(write_jsonl(tmp_path / "train.jsonl", train_rows)),
         "--test", str(write_jsonl(tmp_path / "test.jsonl", test_rows)),
-        "--out", str(out), "--grader", "option", "--max-tokens", "16", "--epochs", "2", "--quiet",
+        "--out", str(out), "--method", "paper", "--grader", "option", "--max-tokens", "16", "--epochs", "2", "--quiet",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["model"] == default_model and report["n_items"] == 8 and report["n_test"] == 8
-    assert report["n_selected"] == report["n_wrong"]
-    assert report["base_accuracy"] is not None and "adapted_accuracy" in report
+    assert report["n_selected"] == report["n_wrong"] > 0  # the paper's method: the wrong pairs, as they are
+    rows = [json.loads(line) for line in (out / "train" / "train.jsonl").read_text().splitlines()]
+    assert all(
+        len(r["messages"][1]["content"]) < 40 and "correct answer" not in r["messages"][1]["content"] for r in rows
+    )
+    assert 0.0 <= report["base_accuracy"] <= 1.0 and 0.0 <= report["adapted_accuracy"] <= 1.0
     answers = [json.loads(l)["text"] for l in (out / "answers.jsonl").read_text().splitlines()]
     assert sum(bool(a.strip()) for a in answers) >= 6  # a real model answers
 
@@ -129,8 +133,10 @@ def test_slearn_run_with_the_probe_learns_what_the_model_did_not_know(default_mo
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert not (out / "answers.jsonl").exists()  # the probe answered nothing
-    trained = [json.loads(line)["id"] for line in (out / "train" / "train.jsonl").read_text().splitlines()]
-    assert sorted(trained) == sorted(c for c, _ in CAPITALS[4:])  # the four it did not know
+    rows = [json.loads(line) for line in (out / "train" / "train.jsonl").read_text().splitlines()]
+    trained = [r["id"] for r in rows if "epochs" not in r]
+    assert sorted(trained) == sorted(c for c, _ in CAPITALS[4:])  # the four it did not know, fully
+    assert sorted(r["id"] for r in rows if r.get("epochs") == 1) == sorted(c for c, _ in CAPITALS[:4])  # rehearsed
     report = json.loads((out / "report.json").read_text())
     adapted = [json.loads(line) for line in (out / "eval" / "adapted_grades.jsonl").read_text().splitlines()]
     learned = sum(g["correct"] for g in adapted if g["id"] in trained)

@@ -36,7 +36,7 @@ def test_single_stage_commands_killed_then_resumed(workspace):
     common = ["--out", str(out), "--quiet"]
     stage_args = {
         "answer": ["answer", "--data", str(data), "--model", str(model), "--max-tokens", "12", *common],
-        "grade": ["grade", "--threshold", "0.75", *common],
+        "grade": ["grade", "--grader", "judge", "--threshold", "0.75", *common],
         "select": ["select", "--out", str(out)],
         "train": ["train", "--epochs", "2", "--num-layers", "2", "--batch-size", "2",
                   "--config", str(data.parent / "run.yaml"), *common],

@@ -438,14 +438,18 @@ def test_bad_labels_through_the_command(runner, scratch, graded_run, content, pr
     path = scratch / f"labels{next(_names)}.jsonl"
     if content is not None:
         path.write_bytes(content)
-    result = runner.invoke(cli, ["grade", "--out", str(run), "--model", model, "--calibrate", "--labels", str(path)])
+    result = runner.invoke(
+        cli, ["grade", "--out", str(run), "--model", model, "--grader", "judge", "--calibrate", "--labels", str(path)]
+    )
     assert problem in assert_one_line_error(result, path)
 
 
 def test_good_labels_through_the_command(runner, scratch, graded_run):
     run, model = graded_run
     labels = write(scratch, b'\xef\xbb\xbf{"id": "q1", "correct": false}\r\n\r\n{"id": "q4", "correct": true}\r\n')
-    result = runner.invoke(cli, ["grade", "--out", str(run), "--model", model, "--calibrate", "--labels", str(labels)])
+    result = runner.invoke(
+        cli, ["grade", "--out", str(run), "--model", model, "--grader", "judge", "--calibrate", "--labels", str(labels)]
+    )
     assert result.exit_code == 0 and "calibrated on 2 answers" in result.output, result.output
 
 

@@ -116,7 +116,7 @@ def test_run_with_the_probe_skips_answering_and_evaluates_generated_answers(runn
     test = write_jsonl(tmp_path / "test.jsonl", QA[:3])
     result = runner.invoke(cli, [
         "run", "--data", str(qa_file), "--test", str(test), "--model", tiny_model, "--out", str(out),
-        "--grader", "probe", "--threshold", "0.0", "--budget", "0.5", "--max-tokens", "4", "--epochs", "1",
+        "--grader", "probe", "--threshold", "0.0", "--budget", "0.5", "--rehearse", "0", "--max-tokens", "4", "--epochs", "1",
         "--num-layers", "1", "--quiet",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output

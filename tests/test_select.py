@@ -10,6 +10,7 @@ import pytest
 from slearn_mlx.records import Grade, QAItem
 from slearn_mlx.select import SelectConfig, select_unknown
 
+WRONG = {"budget": None, "rehearse": 0.0}  # the paper's selection: the wrong pairs alone
 ITEMS = [QAItem(str(i), f"question {i}?", f"answer {i}") for i in range(10)] + [
     QAItem("mc", "Pick one", "B", {"A": "x", "B": "y"})
 ]
@@ -20,7 +21,7 @@ def grades(wrong: set[str]) -> dict[str, Grade]:
 
 
 def test_writes_only_the_wrong_pairs(tmp_path, tiny_loaded):
-    summary = select_unknown(ITEMS, grades({"1", "4", "mc"}), tmp_path, SelectConfig(valid_fraction=0.5))
+    summary = select_unknown(ITEMS, grades({"1", "4", "mc"}), tmp_path, SelectConfig(**WRONG, valid_fraction=0.5))
     rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
     assert summary.n_selected == 3 and [r["id"] for r in rows] == ["1", "4", "mc"]
     assert rows[0]["messages"] == [
@@ -42,7 +43,7 @@ def test_writes_only_the_wrong_pairs(tmp_path, tiny_loaded):
 
 
 def test_nothing_wrong_writes_empty_files(tmp_path):
-    summary = select_unknown(ITEMS, grades(set()), tmp_path)
+    summary = select_unknown(ITEMS, grades(set()), tmp_path, SelectConfig(**WRONG))
     assert summary.n_selected == 0
     assert (tmp_path / "train.jsonl").read_text() == ""
 
@@ -67,7 +68,7 @@ def scored(scores: dict[str, float], threshold: float = 0.5) -> dict[str, Grade]
 
 def test_strategies_pick_what_they_say(tmp_path):
     g = scored({"1": 0.1, "2": 0.3, "3": 0.45, "4": 0.55, "5": 0.58})
-    run = lambda **kw: select_unknown(ITEMS, g, tmp_path, SelectConfig(valid_fraction=0, **kw), threshold=0.5)  # noqa: E731
+    run = lambda **kw: select_unknown(ITEMS, g, tmp_path, SelectConfig(**WRONG, valid_fraction=0, **kw), threshold=0.5)  # noqa: E731
     assert run().n_selected == 3 and _ids(tmp_path / "train.jsonl") == ["1", "2", "3"]
     # Verdicts "correct" within 0.1 of the threshold count as unknown.
     summary = run(uncertain=0.1)
@@ -82,11 +83,13 @@ def test_strategies_pick_what_they_say(tmp_path):
     assert run(replay=0.5, seed=1).n_replay == 4 and _ids(tmp_path / "train.jsonl") != ids
     summary = run(all=True)
     assert summary.n_selected == len(ITEMS) and summary.strategy == "all" and "(all)" in str(summary)
-    assert SelectConfig(uncertain=0.1, replay=0.2, max_items=50).strategy == "wrong+uncertain0.1+replay0.2+max50"
+    assert (
+        SelectConfig(**WRONG, uncertain=0.1, replay=0.2, max_items=50).strategy == "wrong+uncertain0.1+replay0.2+max50"
+    )
 
 
 def test_bad_strategy_settings_are_reported():
-    problems = SelectConfig(replay=1.5, uncertain=-0.1, max_items=0).problems()
+    problems = SelectConfig(**WRONG, replay=1.5, uncertain=-0.1, max_items=0).problems()
     assert len(problems) == 3
 
 
@@ -95,7 +98,7 @@ def test_replay_own_teaches_the_models_own_correct_answer(tmp_path):
 
     g = scored({"1": 0.1})
     answers = {i.id: Answer(i.id, f"In my words: answer {i.id}", 3) for i in ITEMS}
-    config = SelectConfig(valid_fraction=0, replay=1.0, own=True, lead="")
+    config = SelectConfig(**WRONG, valid_fraction=0, replay=1.0, own=True, lead="")
     summary = select_unknown(ITEMS, g, tmp_path, config, threshold=0.5, answers=answers)
     rows = {json.loads(line)["id"]: json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()}
     assert summary.n_replay == len(ITEMS) - 1 and config.strategy == "wrong+replay1+own+bare"
@@ -112,7 +115,7 @@ def test_rephrased_targets_are_kept_only_where_they_keep_the_reference(tmp_path)
         "2": Answer("2", "It is something else.", 5),  # lost the reference: the reference is taught
         "mc": Answer("mc", "The right option is B.", 5),
     }
-    config = SelectConfig(valid_fraction=0, rephrase=True, lead="")
+    config = SelectConfig(**WRONG, valid_fraction=0, rephrase=True, lead="")
     summary = select_unknown(ITEMS, g, tmp_path, config, threshold=0.5, rephrased=rephrased)
     rows = {json.loads(line)["id"]: json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()}
     assert summary.n_rephrased == 2 and "2 rephrased" in str(summary) and config.strategy == "wrong+rephrase+bare"
@@ -131,7 +134,9 @@ def test_select_rephrase_asks_the_model_and_resumes(runner, tiny_model, qa_file,
     ):
         result = runner.invoke(cli, [*args, "--out", str(out), "--quiet"])
         assert result.exit_code == 0, result.output
-    result = runner.invoke(cli, ["select", "--out", str(out), "--rephrase", "--lead", ""])
+    result = runner.invoke(
+        cli, ["select", "--out", str(out), "--rephrase", "--lead", "", "--budget", "0", "--rehearse", "0"]
+    )
     assert result.exit_code == 0, result.output
     rephrased = [json.loads(line) for line in (out / "rephrased.jsonl").read_text().splitlines()]
     assert len(rephrased) == 6  # every item is wrong for the tiny model; each was asked once
@@ -142,7 +147,9 @@ def test_select_rephrase_asks_the_model_and_resumes(runner, tiny_model, qa_file,
 
 def test_valid_split_holds_the_validation_pairs_out_of_training(tmp_path):
     wrong = {str(i) for i in range(10)}
-    summary = select_unknown(ITEMS, grades(wrong), tmp_path, SelectConfig(valid_fraction=0.2, valid_split=True))
+    summary = select_unknown(
+        ITEMS, grades(wrong), tmp_path, SelectConfig(**WRONG, valid_fraction=0.2, valid_split=True)
+    )
     train, valid = _ids(tmp_path / "train.jsonl"), _ids(tmp_path / "valid.jsonl")
     assert len(valid) == summary.n_valid == 2 and not set(train) & set(valid)
     assert sorted(train + valid) == sorted(wrong) and summary.n_selected == 8
@@ -151,14 +158,14 @@ def test_valid_split_holds_the_validation_pairs_out_of_training(tmp_path):
 def test_the_lead_starts_every_taught_answer_and_an_empty_one_teaches_the_bare_reference(tmp_path):
     for lead, expected in (("The correct answer is ", "The correct answer is answer 1."), ("", "answer 1"),
                            ("Answer: ", "Answer: answer 1.")):  # fmt: skip
-        config = SelectConfig(valid_fraction=0, lead=lead)
+        config = SelectConfig(**WRONG, valid_fraction=0, lead=lead)
         select_unknown(ITEMS, grades({"1"}), tmp_path, config)
         row = json.loads((tmp_path / "train.jsonl").read_text())
         assert row["messages"][1]["content"] == expected
         assert config.strategy == ("wrong" if lead else "wrong+bare")
     # A reference that ends a sentence keeps its own full stop.
     items = [QAItem("s", "Why?", "Because it is.")]
-    select_unknown(items, {"s": Grade("s", False, 0.0, "exact")}, tmp_path, SelectConfig(valid_fraction=0))
+    select_unknown(items, {"s": Grade("s", False, 0.0, "exact")}, tmp_path, SelectConfig(**WRONG, valid_fraction=0))
     assert json.loads((tmp_path / "train.jsonl").read_text())["messages"][1]["content"] == (
         "The correct answer is Because it is."
     )
@@ -168,26 +175,29 @@ def test_a_budget_trains_the_least_known_share_of_the_set_right_or_wrong(tmp_pat
     # Scores as the probe gives them: P(reference); items 0-2 wrong (below 0.5), the rest right.
     probe = {str(i): 0.1 * i for i in range(10)} | {"mc": 0.95}
     g = {i: Grade(i, p >= 0.3, p, "probe") for i, p in probe.items()}
-    summary = select_unknown(ITEMS, g, tmp_path, SelectConfig(valid_fraction=0, budget=0.5), threshold=0.3)
+    summary = select_unknown(
+        ITEMS, g, tmp_path, SelectConfig(valid_fraction=0, budget=0.5, rehearse=0.0), threshold=0.3
+    )
     # 11 items at 0.5: the three wrong ones and the three weakest right ones, in file order.
     assert _ids(tmp_path / "train.jsonl") == ["0", "1", "2", "3", "4", "5"]
     assert summary.n_selected == 6 and summary.n_wrong == 3 and summary.strategy == "budget0.5"
     # A budget smaller than the wrong ones keeps the surest wrong.
-    select_unknown(ITEMS, g, tmp_path, SelectConfig(valid_fraction=0, budget=0.2), threshold=0.3)
+    select_unknown(ITEMS, g, tmp_path, SelectConfig(valid_fraction=0, budget=0.2, rehearse=0.0), threshold=0.3)
     assert _ids(tmp_path / "train.jsonl") == ["0", "1"]
-    assert SelectConfig(budget=0.0).problems() and SelectConfig(budget=1.5).problems()
+    assert SelectConfig(budget=1.5).problems() and not SelectConfig(budget=0.0).problems()
+    assert SelectConfig(budget=0.0, rehearse=0.0).strategy == "wrong"
 
 
 def test_anchors_are_known_pairs_left_out_of_training(tmp_path):
     g = grades({"1", "4"})
-    summary = select_unknown(ITEMS, g, tmp_path, SelectConfig(valid_fraction=0, anchors=0.5))
+    summary = select_unknown(ITEMS, g, tmp_path, SelectConfig(**WRONG, valid_fraction=0, anchors=0.5))
     anchors = _ids(tmp_path / "anchors.jsonl")
     assert summary.n_anchors == len(anchors) == round(0.5 * 9) and "4 known as anchors" in str(summary)
     assert not set(anchors) & {"1", "4"} and set(anchors) <= {i.id for i in ITEMS}
     row = json.loads((tmp_path / "anchors.jsonl").read_text().splitlines()[0])
     assert row["messages"][1]["content"].startswith("The correct answer is ")
     # Without anchors the file is there and empty: training never reads a stale one.
-    select_unknown(ITEMS, g, tmp_path, SelectConfig(valid_fraction=0))
+    select_unknown(ITEMS, g, tmp_path, SelectConfig(**WRONG, valid_fraction=0))
     assert (tmp_path / "anchors.jsonl").read_text() == ""
 
 
@@ -200,7 +210,7 @@ def test_rewrites_that_echo_the_rephrasing_request_are_not_taught(tmp_path):
     assert not echoes_prompt("Surely it is answer 1, as everyone knows.")
     g = scored({"1": 0.1, "2": 0.1})
     rephrased = {"1": Answer("1", "The correct answer is: answer 1.", 6), "2": Answer("2", "It is answer 2.", 4)}
-    config = SelectConfig(valid_fraction=0, rephrase=True, lead="")
+    config = SelectConfig(**WRONG, valid_fraction=0, rephrase=True, lead="")
     summary = select_unknown(ITEMS, g, tmp_path, config, threshold=0.5, rephrased=rephrased)
     rows = {json.loads(line)["id"]: json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()}
     assert summary.n_rephrased == 1 and rows["1"]["messages"][1]["content"] == "answer 1"
@@ -210,7 +220,9 @@ def test_rewrites_that_echo_the_rephrasing_request_are_not_taught(tmp_path):
 def test_rehearsed_pairs_are_trained_in_one_epoch_spread_over_the_epochs(tmp_path):
     from slearn_mlx.train import pair_epochs, read_chat_rows
 
-    summary = select_unknown(ITEMS, grades({"1", "4"}), tmp_path, SelectConfig(valid_fraction=0, rehearse=1.0))
+    summary = select_unknown(
+        ITEMS, grades({"1", "4"}), tmp_path, SelectConfig(budget=None, valid_fraction=0, rehearse=1.0)
+    )
     rows = read_chat_rows(tmp_path / "train.jsonl")
     assert summary.n_selected == len(ITEMS) and summary.n_rehearsed == 9 and "9 known rehearsed once" in str(summary)
     once = {r["id"] for r in rows if r.get("epochs") == 1}
@@ -222,3 +234,13 @@ def test_rehearsed_pairs_are_trained_in_one_epoch_spread_over_the_epochs(tmp_pat
         )
     per_epoch = [sum(e in chosen for row, chosen in zip(rows, epochs) if row["id"] in once) for e in (1, 2, 3)]
     assert per_epoch == [3, 3, 3]  # nine rehearsed pairs, three per epoch
+
+
+def test_the_default_trains_the_least_known_half_fully_and_rehearses_the_rest_once(tmp_path):
+    probe = {str(i): 0.1 * i for i in range(10)} | {"mc": 0.95}
+    g = {i: Grade(i, p >= 0.3, p, "probe") for i, p in probe.items()}
+    summary = select_unknown(ITEMS, g, tmp_path, SelectConfig(valid_fraction=0), threshold=0.3)
+    rows = {r["id"]: r for r in map(json.loads, (tmp_path / "train.jsonl").read_text().splitlines())}
+    assert summary.strategy == "budget0.5+rehearse1" and summary.n_selected == len(ITEMS)
+    assert {i for i, r in rows.items() if "epochs" not in r} == {"0", "1", "2", "3", "4", "5"}
+    assert {i for i, r in rows.items() if r.get("epochs") == 1} == {"6", "7", "8", "9", "mc"}
