@@ -64,8 +64,15 @@ TRUST_REMOTE_CODE = click.option(
     default=None,
     help="Let a model or tokenizer run the Python code it ships with (off unless given).",
 )
-DATA = _setting("--data", "data", click.Path(resolve_path=True), "Training QA file (JSONL).")
-TEST = _setting("--test", "test", click.Path(resolve_path=True), "Held-out QA file (JSONL) for evaluation.")
+FORMATS_HELP = "JSONL, a JSON array, CSV/TSV with a header row, Parquet, or a `datasets` save_to_disk directory"
+FIELDS = _options(
+    _setting("--question-field", "fields__question", str, "The field holding the question [question]."),
+    _setting("--answer-field", "fields__answer", str, "The field holding the reference answer [answer]."),
+    _setting("--options-field", "fields__options", str, "The field holding multiple-choice options [options]."),
+    _setting("--id-field", "fields__id", str, "The field holding each item's id [id; else a content hash]."),
+)
+DATA = _options(_setting("--data", "data", click.Path(resolve_path=True), f"Training QA file: {FORMATS_HELP}."), FIELDS)
+TEST = _setting("--test", "test", click.Path(resolve_path=True), "Held-out QA file for evaluation, as --data.")
 MAX_TOKENS = _setting("--max-tokens", "answer__max_tokens", int, "Most tokens per answer [64].")
 TEMPERATURE = _setting("--temperature", "answer__temperature", float, "Sampling temperature; 0 is greedy [0].")
 TEMPLATE = _setting("--template", "answer__template", FILE, "File with the question prompt: field {question}.")
@@ -82,7 +89,7 @@ GRADER = _setting(
     "judge: a model grades the answers; exact/contains/f1/option: deterministic (auto: option for multiple "
     "choice, contains otherwise); "
     "hybrid: deterministic where decisive, the judge for the rest; probe: no answers, one forward pass reads "
-    "how likely the model is to say each reference [judge].",
+    "how likely the model is to say each reference [probe].",
 )
 JUDGE_MODE = _setting(
     "--judge-mode",
@@ -389,7 +396,7 @@ def train(out, config_file, force, quiet, **overrides):
 
 
 @cli.command()
-@_options(OUT, TEST, MODEL, TRUST_REMOTE_CODE, CONFIG, MAX_TOKENS, GRADE_OPTIONS, FORCE, QUIET)
+@_options(OUT, TEST, FIELDS, MODEL, TRUST_REMOTE_CODE, CONFIG, MAX_TOKENS, GRADE_OPTIONS, FORCE, QUIET)
 @user_errors
 def evaluate(out, config_file, force, quiet, **overrides):
     """Stage 5: accuracy of base and base + adapters on --test, side by side.
@@ -467,8 +474,9 @@ def run(out, config_file, force, quiet, calibrate, calibrate_sample, labels, met
     "--strategy",
     "strategies",
     multiple=True,
-    help="A strategy to compare (repeatable): all, wrong or budgetF, joined with + to parts: probe; replayF, own, "
-    "rephrase, uncertainF, maxN, anchorsF, bare; klW, epochsN, lrX, rankN, layersN [all, wrong, wrong+replay0.2].",
+    help="A strategy to compare (repeatable): all, wrong, budgetF or paper (wrong+bare), joined with + to parts: "
+    "probe; replayF, own, rephrase, uncertainF, maxN, rehearseF, anchorsF, bare; klW, epochsN, lrX, rankN, "
+    "layersN, skip [all, paper, budget0.5+probe+rehearse1].",
 )
 @click.option(
     "--seeds", type=click.IntRange(min=1), default=1, show_default=True,

@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from slearn_mlx.answer import AnswerConfig
+from slearn_mlx.data import Fields
 from slearn_mlx.grade import GradeConfig
 from slearn_mlx.runs import RunDir, read_json, write_json_atomic
 from slearn_mlx.select import SelectConfig
 from slearn_mlx.train import TrainConfig
 
 STAGE_CONFIGS = {"answer": AnswerConfig, "grade": GradeConfig, "select": SelectConfig, "train": TrainConfig}
+SECTIONS = {"fields": Fields, **STAGE_CONFIGS}  # the config's mappings of options
 
 
 @dataclass
@@ -25,6 +27,7 @@ class RunConfig:
     data: str | None = None  # training QA file
     test: str | None = None  # held-out QA file for `evaluate`
     trust_remote_code: bool = False  # let the model or tokenizer run code it ships with
+    fields: Fields = field(default_factory=Fields)  # the data files' field names, where not the usual ones
     answer: AnswerConfig = field(default_factory=AnswerConfig)
     grade: GradeConfig = field(default_factory=GradeConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
@@ -34,14 +37,14 @@ class RunConfig:
         return asdict(self)
 
     def problems(self) -> list[str]:
-        return [p for name in STAGE_CONFIGS for p in getattr(self, name).problems()]
+        return [p for name in SECTIONS for p in getattr(self, name).problems()]
 
 
 def _merge(config: RunConfig, values: dict[str, Any], source: str, problems: list[str]) -> RunConfig:
     """Apply a nested dict ({"model": ..., "train": {"epochs": ...}}) onto a config."""
     top = {}
     for key, value in values.items():
-        if key in STAGE_CONFIGS:
+        if key in SECTIONS:
             if not isinstance(value, dict):
                 problems.append(f"{source}: '{key}' must be a mapping of options")
                 continue

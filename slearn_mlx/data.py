@@ -1,21 +1,29 @@
-"""Reading the QA formats people already have into `QAItem`s.
+"""Reading the QA files people already have into `QAItem`s.
 
-Accepted, one JSON object per line (the format is decided per line):
+Files, told by their extension and checked by their content:
+- JSON Lines (`.jsonl`, and any other name), one object per line; `.json` holding one JSON array of objects;
+- CSV (`.csv`) and TSV (`.tsv`, `.tab`) with a header row;
+- Parquet (`.parquet`, `.pq`), and a `datasets` `save_to_disk` directory, read with pyarrow.
+
+Each record, in any of these shapes (decided per record):
 - `{"question", "answer"}` with optional `"id"` and `"options"` (multiple choice:
   a {"A": text} object, a list of texts, or "A. text\\nB. text" lines);
 - `{"prompt", "completion"}`;
 - `{"messages": [...]}` chat: the last assistant turn is the reference, the user
   turn before it the question;
 - Alpaca `{"instruction", "input", "output"}`.
-Items without an `"id"` get a stable one from a hash of their content.
+Items without an `"id"` get a stable one from a hash of their content. `Fields` maps other field names
+(`query`/`response`, `Question`/`Answer`) onto question, answer, options and id.
 """
 
 from __future__ import annotations
 
 import codecs
+import csv
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,13 +36,36 @@ _OPTION_LINE = re.compile(r"^\s*\(?([A-Za-z])[.):]\s*(.*)$")
 
 
 class DataError(ValueError):
-    """A problem in a user's data file, located by file, line and field."""
+    """A problem in a user's data file, located by file, line (or row, for tables and arrays) and field."""
 
-    def __init__(self, path: str | Path, line: int | None, field: str | None, problem: str):
-        where = f"{path}:{line}" if line else str(path)
+    def __init__(self, path: str | Path, line: int | None, field: str | None, problem: str, unit: str = "line"):
+        where = str(path) if not line else f"{path}:{line}" if unit == "line" else f"{path}: {unit} {line}"
         what = f"field '{field}': {problem}" if field else problem
         super().__init__(f"{where}: {what}")
-        self.path, self.line, self.field, self.problem = str(path), line, field, problem
+        self.path, self.line, self.field, self.problem, self.unit = str(path), line, field, problem, unit
+
+
+@dataclass(frozen=True)
+class Fields:
+    """Which of a file's fields hold the question, the answer, the options and the id; None: the usual names."""
+
+    question: str | None = None
+    answer: str | None = None
+    options: str | None = None
+    id: str | None = None
+
+    def problems(self) -> list[str]:
+        return [f"fields.{k}: empty" for k, v in vars(self).items() if v is not None and not v.strip()]
+
+    def renamed(self, obj: dict) -> dict:
+        """The record with the mapped fields under the usual names ("question", "answer", "options", "id")."""
+        mapping = {name: source for name, source in vars(self).items() if source is not None}
+        if not mapping:
+            return obj
+        sources = set(mapping.values())
+        renamed = {k: v for k, v in obj.items() if k not in sources and k not in mapping}
+        renamed |= {name: obj[source] for name, source in mapping.items() if source in obj}
+        return renamed
 
 
 def quoted(value: str) -> str:
@@ -87,6 +118,12 @@ def _options(value: Any, path, line: int) -> dict[str, str] | None:
         if len(value) > 26:
             raise DataError(path, line, "options", "more than 26 options")
         options = {chr(ord("A") + i): _encodable(t, "options", path, line) for i, t in enumerate(value)}
+    elif isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
+        try:  # a list or an object written as JSON text (a CSV cell)
+            decoded = json.loads(value)
+        except (ValueError, RecursionError):
+            raise DataError(path, line, "options", "looks like JSON but cannot be read as JSON") from None
+        return _options(decoded, path, line)
     elif isinstance(value, str):
         options = {}
         for part in value.strip().splitlines():
@@ -127,10 +164,38 @@ def _chat_pair(obj: dict, path, line: int) -> tuple[str, str]:
     return question, reference
 
 
-def parse_item(obj: Any, path, line: int) -> tuple[str | None, str, str, dict[str, str] | None]:
-    """One JSON value -> (explicit id or None, question, reference, options)."""
+def _present(obj: dict, fields: Fields, path, line: int, unit: str) -> None:
+    """A field the user mapped must be there; the message lists the fields the record does have."""
+    for name in ("question", "answer"):
+        source = getattr(fields, name)
+        if source is not None and obj.get(source) is None:
+            raise DataError(path, line, source, f"missing (the record has {_keys(obj)})", unit)
+
+
+def _keys(obj: dict) -> str:
+    names = [str(k) for k in list(obj)[:12]]
+    return ", ".join(quoted(n) for n in names) + (", ..." if len(obj) > 12 else "") if names else "no fields"
+
+
+def parse_item(
+    obj: Any, path, line: int, fields: Fields = Fields(), unit: str = "line"
+) -> tuple[str | None, str, str, dict[str, str] | None]:
+    """One record -> (explicit id or None, question, reference, options)."""
     if not isinstance(obj, dict):
-        raise DataError(path, line, None, f"expected a JSON object, got {type(obj).__name__}")
+        raise DataError(path, line, None, f"expected a JSON object, got {type(obj).__name__}", unit)
+    _present(obj, fields, path, line, unit)
+    source = {name: getattr(fields, name) or name for name in ("question", "answer", "options", "id")}
+    obj = fields.renamed(obj)
+    try:
+        return _parse(obj, path, line, source)
+    except DataError as exc:
+        if unit == "line" and all(source[k] == k for k in source):
+            raise
+        field = source.get(exc.field, exc.field) if exc.field else None
+        raise DataError(path, line, field, exc.problem, unit) from None
+
+
+def _parse(obj: dict, path, line: int, source: dict) -> tuple[str | None, str, str, dict[str, str] | None]:
     options = None
     if "messages" in obj:
         question, reference = _chat_pair(obj, path, line)
@@ -145,7 +210,8 @@ def parse_item(obj: Any, path, line: int) -> tuple[str | None, str, str, dict[st
         question, reference = _text(obj, "question", path, line), _text(obj, "answer", path, line)
         options = _options(obj.get("options"), path, line)
     else:
-        raise DataError(path, line, None, f"no known fields (expected {FORMATS})")
+        hint = "; name yours with --question-field and --answer-field" if obj else ""
+        raise DataError(path, line, None, f"no known fields (expected {FORMATS}; the record has {_keys(obj)}){hint}")
 
     item_id = obj.get("id")
     if item_id is not None:
@@ -194,21 +260,160 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
         raise DataError(path, None, None, "permission denied; check the file's permissions") from None
 
 
-def load_items(path: str | Path) -> list[QAItem]:
-    """Read a QA file into items; raise DataError naming file, line and field on any problem."""
+CSV_SUFFIXES = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def iter_records(path: str | Path) -> tuple[str, Iterator[tuple[int, Any]]]:
+    """(unit, (position, record) per record) of any data file read here: the unit is "line" for JSON Lines and
+    CSV, "item" for a JSON array, "row" for Parquet; positions count from 1."""
+    path = Path(path)
+    try:
+        if not path.exists():
+            raise DataError(path, None, None, "file not found")
+        if path.is_dir():
+            return "row", _iter_arrow_dir(path)
+        suffix = path.suffix.lower()
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except PermissionError:
+        raise DataError(path, None, None, "permission denied; check the file's permissions") from None
+    if head.startswith(b"PAR1") or suffix in PARQUET_SUFFIXES:
+        return "row", _iter_parquet(path, head)
+    if suffix in CSV_SUFFIXES:
+        return "line", _iter_csv(path, CSV_SUFFIXES[suffix], head)
+    if suffix == ".json" and head.removeprefix(codecs.BOM_UTF8).lstrip().startswith(b"["):
+        return "item", _iter_json_array(path)
+    return "line", iter_jsonl(path)
+
+
+def _iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
+    try:
+        values = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise DataError(path, None, None, "not valid utf-8 text") from None
+    except RecursionError:
+        raise DataError(path, None, None, "JSON nested too deeply to read") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(path, exc.lineno, None, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(values, list):
+        raise DataError(path, None, None, "expected a JSON array of objects, or one object per line")
+    yield from enumerate(values, start=1)
+
+
+def _iter_csv(path: Path, delimiter: str, head: bytes) -> Iterator[tuple[int, Any]]:
+    """Rows of a CSV/TSV file with a header row as {column: cell}; an empty cell is a missing value."""
+    if head.removeprefix(codecs.BOM_UTF8).lstrip()[:1] in (b"{", b"["):
+        raise DataError(path, 1, None, "looks like JSON, not CSV: name the file .jsonl (or .json for an array)")
+    kind = "CSV" if delimiter == "," else "TSV"
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # a cell may be as long as a JSON line
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle, delimiter=delimiter, strict=True)
+            header: list[str] | None = None
+            line = 0
+            for row in reader:
+                start, line = line + 1, reader.line_num
+                if not any(cell.strip() for cell in row):
+                    continue  # a blank line
+                if header is None:
+                    header = [cell.strip() for cell in row]
+                    blank = next((i for i, name in enumerate(header, start=1) if not name), None)
+                    if blank:
+                        raise DataError(path, start, None, f"the header row's column {blank} has no name")
+                    twice = next((name for name in header if header.count(name) > 1), None)
+                    if twice:
+                        raise DataError(path, start, None, f"the header row names column {quoted(twice)} twice")
+                    continue
+                if len(row) != len(header):
+                    raise DataError(path, start, None, f"{len(row)} cells, but the header row has {len(header)}")
+                yield start, {name: cell for name, cell in zip(header, row) if cell.strip()}
+    except csv.Error as exc:
+        raise DataError(path, line + 1, None, f"cannot read this {kind} line ({exc})") from None
+    except UnicodeDecodeError:
+        raise DataError(path, None, None, "not valid utf-8 text") from None
+
+
+def _iter_parquet(path: Path, head: bytes) -> Iterator[tuple[int, Any]]:
+    if not head.startswith(b"PAR1"):
+        raise DataError(path, None, None, "not a Parquet file (it does not start with PAR1)")
+    pyarrow, parquet = _pyarrow(path, "parquet")
+    try:
+        table = parquet.read_table(path)
+    except (pyarrow.ArrowException, OSError) as exc:
+        raise DataError(path, None, None, f"cannot read this Parquet file ({_first_line(exc)})") from None
+    yield from _table_rows(table)
+
+
+def _iter_arrow_dir(path: Path) -> Iterator[tuple[int, Any]]:
+    """A `datasets` `save_to_disk` directory: its Arrow files, in the order state.json lists them."""
+    if (path / "dataset_dict.json").is_file():
+        splits = sorted(p.name for p in path.iterdir() if (p / "state.json").is_file())
+        raise DataError(path, None, None, f"holds several splits ({', '.join(splits)}): name one, e.g. {path / splits[0]}"
+                        if splits else "a DatasetDict without splits")  # fmt: skip
+    state = path / "state.json"
+    if not state.is_file():
+        raise DataError(path, None, None, "is a directory, not a data file (a `datasets` directory holds state.json)")
+    try:
+        files = [path / entry["filename"] for entry in json.loads(state.read_text())["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DataError(state, None, None, "cannot read the list of data files (_data_files)") from None
+    pyarrow, ipc = _pyarrow(path, "ipc")
+    position = 0
+    for file in files:
+        try:
+            with pyarrow.memory_map(str(file)) as source:
+                table = ipc.open_stream(source).read_all()
+        except (pyarrow.ArrowException, OSError) as exc:
+            raise DataError(file, None, None, f"cannot read this Arrow file ({_first_line(exc)})") from None
+        for offset, row in _table_rows(table):
+            yield position + offset, row
+        position += table.num_rows
+
+
+def _table_rows(table, chunk: int = 10_000) -> Iterator[tuple[int, dict]]:
+    for start in range(0, table.num_rows, chunk):
+        for offset, row in enumerate(table.slice(start, chunk).to_pylist(), start=start + 1):
+            yield offset, {k: v for k, v in row.items() if v is not None}
+
+
+def _pyarrow(path: Path, module: str):
+    try:
+        import pyarrow
+        import pyarrow.ipc
+        import pyarrow.parquet
+    except ImportError:
+        raise DataError(path, None, None, "reading Parquet and Arrow needs pyarrow: pip install pyarrow") from None
+    return pyarrow, getattr(pyarrow, module)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:160] or type(exc).__name__
+
+
+def load_items(path: str | Path, fields: Fields = Fields()) -> list[QAItem]:
+    """Read a QA file into items; raise DataError naming file, line (or row) and field on any problem."""
     items: list[QAItem] = []
     seen: dict[str, int] = {}
     generated: dict[str, int] = {}
-    for line_no, obj in iter_jsonl(path):
-        item_id, question, reference, options = parse_item(obj, path, line_no)
+    unit, records = iter_records(path)
+    for position, obj in records:
+        item_id, question, reference, options = parse_item(obj, path, position, fields, unit)
         if item_id is None:
             # Content hash, so ids survive reordering; a repeat gets a numbered suffix.
             base = _content_id(question, reference, options)
             generated[base] = generated.get(base, 0) + 1
             item_id = base if generated[base] == 1 else f"{base}-{generated[base]}"
         if item_id in seen:
-            raise DataError(path, line_no, "id", f"duplicate id {quoted(item_id)} (first on line {seen[item_id]})")
-        seen[item_id] = line_no
+            raise DataError(
+                path,
+                position,
+                fields.id or "id",
+                f"duplicate id {quoted(item_id)} (first on {unit} {seen[item_id]})",
+                unit,
+            )
+        seen[item_id] = position
         items.append(QAItem(item_id, question, reference, options))
     if not items:
         raise DataError(path, None, None, "no items (the file is empty)")

@@ -59,10 +59,12 @@ def model_fingerprint(model: str | None, known: dict | None = None) -> dict:
     return {"path": str(path.resolve()), "files": files}
 
 
-def _data(path: str | None, known: dict | None) -> dict | None:
-    if not path or not Path(path).is_file():
+def _data(path: str | None, known: dict | None, fields: dict | None = None) -> dict | None:
+    if not path or not Path(path).exists():
         return None  # a data file gone after answering is not needed any more: items.jsonl holds the items
-    return file_digest(Path(path), known)
+    if Path(path).is_dir():  # a `datasets` directory: its files, as for a model
+        return model_fingerprint(path, known) | ({"fields": fields} if fields else {})
+    return file_digest(Path(path), known) | ({"fields": fields} if fields else {})
 
 
 def make_fingerprint(config: RunConfig, known: dict | None = None, parts=FIRST_STAGE) -> dict:
@@ -80,10 +82,11 @@ def make_fingerprint(config: RunConfig, known: dict | None = None, parts=FIRST_S
             settings["judge_model"] = model_fingerprint(config.grade.judge_model, judge)
         return settings
 
+    mapped = {name: value for name, value in vars(config.fields).items() if value is not None}
     makers = {
         "model": lambda: model_fingerprint(config.model, known.get("model")),
-        "data": lambda: _data(config.data, known.get("data")),
-        "test": lambda: _data(config.test, known.get("test")),
+        "data": lambda: _data(config.data, known.get("data"), mapped),
+        "test": lambda: _data(config.test, known.get("test"), mapped),
         "answer": lambda: {key: getattr(config.answer, key) for key in ANSWER_KEYS},
         "grade": grade,
     }
@@ -91,25 +94,57 @@ def make_fingerprint(config: RunConfig, known: dict | None = None, parts=FIRST_S
 
 
 def _comparable(part: str, value):
-    """What must be equal: contents, not where the files lie."""
-    if part == "data" or part == "test":
-        return value["sha256"]
-    if part == "model":
-        return {name: f["sha256"] for name, f in value["files"].items()} if "files" in value else value
+    """What must be equal: contents (and the field names data is read by), not where the files lie."""
+    if part in ("model", "data", "test"):
+        if "files" in value:
+            contents = {name: f["sha256"] for name, f in value["files"].items()}
+        else:
+            contents = value.get("sha256", value)
+        return contents if part == "model" else {"contents": contents, "fields": value.get("fields")}
     if part == "grade" and "judge_model" in value:
         return value | {"judge_model": _comparable("model", value["judge_model"])}
     return value
 
 
 def _describe(part: str, old, new) -> str:
+    """What changed since the run was made, in words: "the data file q.jsonl changed (sha256 3f2a1c… then, …)"."""
     if part in ("data", "test"):
-        return f"the {part} file's content ({old['path']} then, {new['path']} now)"
+        what = f"the {'training data' if part == 'data' else 'test'} file"
+        if old.get("fields") != new.get("fields"):
+            return f"{what}'s field names changed ({_fields(old)} then, {_fields(new)} now)"
+        return _describe_files(what, old, new)
     if part == "model":
-        return f"the model ({old.get('path', old.get('id'))} then, {new.get('path', new.get('id'))} now)"
+        if "files" not in old or "files" not in new:
+            return f"the model is another one ({_where(old)} then, {_where(new)} now)"
+        return _describe_files("the model", old, new)
     changed = [
         key for key in sorted(set(old) | set(new)) if _comparable(part, old).get(key) != _comparable(part, new).get(key)
     ]
-    return ", ".join(f"{part}.{key} ({_short(old.get(key))} then, {_short(new.get(key))} now)" for key in changed)
+    return ", ".join(f"{part}.{key} was {_short(old.get(key))}, is {_short(new.get(key))} now" for key in changed)
+
+
+def _describe_files(what: str, old: dict, new: dict) -> str:
+    moved = old.get("path") != new.get("path")
+    if "files" in old and "files" in new:  # a directory: say which of its files differ
+        names = sorted(set(old["files"]) | set(new["files"]))
+        changed = [
+            n for n in names if (old["files"].get(n) or {}).get("sha256") != (new["files"].get(n) or {}).get("sha256")
+        ]
+        detail = f"{', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''} differ"
+    else:
+        detail = f"sha256 {old['sha256'][:8]}… then, {new['sha256'][:8]}… now"
+    if moved:
+        return f"{what} is another one with other contents ({_where(old)} then, {_where(new)} now; {detail})"
+    return f"{what} {_where(new)} changed since ({detail})"
+
+
+def _where(value: dict) -> str:
+    return str(value.get("path", value.get("id")))
+
+
+def _fields(value: dict) -> str:
+    fields = value.get("fields") or {}
+    return ", ".join(f"{k}={v!r}" for k, v in fields.items()) if fields else "the usual names"
 
 
 def _short(value) -> str:
@@ -146,7 +181,7 @@ def check_fingerprint(run: RunDir, config: RunConfig) -> tuple[dict, dict[str, s
 
 def mismatch_error(run: RunDir, diffs: dict[str, str]) -> RunMismatch:
     return RunMismatch(
-        f"{run.root} was made with a different {'; '.join(diffs.values())}; "
+        f"{run.root} was made from other inputs: {'; '.join(diffs.values())}; "
         "use another --out, or --force to start over from the stage it affects"
     )
 

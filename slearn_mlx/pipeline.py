@@ -181,15 +181,16 @@ def _begin(run: RunDir, config: RunConfig, stage: str) -> None:
     update_report(run, model=resolve_model(config.model), environment=environment_info())
 
 
-def _items(path: str | None, option: str) -> list[QAItem]:
-    """The items of a QA file named by `option`, or a message saying to pass one."""
+def _items(config: RunConfig, option: str) -> list[QAItem]:
+    """The items of the QA file named by `option` (--data or --test), or a message saying to pass one."""
+    path = config.data if option == "--data" else config.test
     if not path:
         raise ValueError(f"no {option} file given; pass {option} FILE.jsonl")
-    return load_items(path)
+    return load_items(path, config.fields)
 
 
 def stage_answer(run: RunDir, config: RunConfig, models: SharedModel, *, progress: bool = True) -> AnswerSummary:
-    items = _items(config.data, "--data")  # bad data is reported before anything about the run or the model
+    items = _items(config, "--data")  # bad data is reported before anything about the run or the model
     _check(run, config)
     model, tokenizer = models.get()
     _begin(run, config, "answer")
@@ -218,7 +219,7 @@ def stage_grade(
 
 def stage_probe(run: RunDir, config: RunConfig, models: SharedModel, *, progress: bool = True) -> ProbeSummary:
     """Grade the training items with the knowledge probe: probe.jsonl (resumable), then grades.jsonl from it."""
-    items = _items(config.data, "--data")
+    items = _items(config, "--data")
     _check(run, config)
     start = time.perf_counter()
     done = read_records(run.probe, Knowledge, repair=False)
@@ -375,7 +376,7 @@ def stage_evaluate(
     """Held-out accuracy of the base model and of base + adapters, and retention on `known_items` (by default the
     training items the run graded correct)."""
     _check(run, config)
-    test_items = _items(config.test, "--test")
+    test_items = _items(config, "--test")
     known = known_items
     if known is None and run.grades.exists():  # the training items the base model answered right
         grades = read_records(run.grades, Grade, repair=False)
@@ -404,9 +405,9 @@ def run_pipeline(
     calibrate_sample: int = 48,
 ) -> dict:
     """answer -> grade [-> calibrate] -> select -> train -> evaluate (with a test file), resuming what is done."""
-    _items(config.data, "--data")  # bad input fails here, before anything is written
+    _items(config, "--data")  # bad input fails here, before anything is written
     if config.test:
-        load_items(config.test)
+        _items(config, "--test")
     if force:
         start_over(run, config, STAGES[0])
     models = SharedModel(config.model, config.trust_remote_code)

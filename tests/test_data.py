@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from slearn_mlx.cli import cli
-from slearn_mlx.data import DataError, load_items
+from slearn_mlx.data import DataError, Fields, load_items
 
 from conftest import write_jsonl
 
@@ -109,3 +111,102 @@ def test_invalid_utf8_is_located(tmp_path):
     path.write_bytes(b'{"question": "q", "answer": "a"}\n{"question": "\xff", "answer": "a"}\n')
     with pytest.raises(DataError, match=r"u.jsonl:2: .*utf-8"):
         load_items(path)
+
+
+# --------------------------------------------------------------------------- other file formats and field names
+
+
+def _same_items(items):
+    return [(i.question, i.reference, i.options) for i in items]
+
+
+def test_csv_tsv_json_array_parquet_and_a_datasets_directory_read_alike(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [
+        {"question": "What, said he?", "answer": "two\nlines"},
+        {"question": "Q2", "answer": "B", "options": "A. x\nB. y"},
+    ]
+    expected = _same_items(load_items(write_jsonl(tmp_path / "d.jsonl", rows)))
+    (tmp_path / "d.csv").write_text(
+        '\ufeffquestion,answer,options\n"What, said he?","two\nlines",\n\nQ2,B,"A. x\nB. y"\n'
+    )
+    (tmp_path / "d.tsv").write_text(
+        'question\tanswer\toptions\nWhat, said he?\t"two\nlines"\t\nQ2\tB\t"[""x"", ""y""]"\n'
+    )
+    (tmp_path / "d.json").write_text(json.dumps(rows, indent=2))
+    table = pa.Table.from_pylist([rows[0] | {"options": None}, rows[1]])  # columns come from the first row
+    pq.write_table(table, tmp_path / "d.parquet")
+    saved = tmp_path / "saved"  # what datasets' save_to_disk writes: Arrow stream files listed in state.json
+    saved.mkdir()
+    with pa.OSFile(str(saved / "data-00000-of-00001.arrow"), "wb") as sink:
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+    (saved / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}))
+    for name in ("d.csv", "d.tsv", "d.json", "d.parquet", "saved"):
+        assert _same_items(load_items(tmp_path / name)) == expected, name
+
+
+def test_field_names_are_mapped_and_a_missing_one_lists_what_the_file_has(tmp_path):
+    path = write_jsonl(tmp_path / "f.jsonl", [{"query": "q?", "response": "r", "key": "k1"}])
+    items = load_items(path, Fields(question="query", answer="response", id="key"))
+    assert [(i.id, i.question, i.reference) for i in items] == [("k1", "q?", "r")]
+    with pytest.raises(
+        DataError, match=r"f.jsonl:1: field 'answer_text': missing \(the record has 'query', 'response', 'key'\)"
+    ):
+        load_items(path, Fields(question="query", answer="answer_text"))
+    with pytest.raises(DataError, match="the record has 'query', 'response', 'key'.*--question-field"):
+        load_items(path)
+
+
+BAD_TABLES = [
+    ("bad.csv", "question,answer\nq,a,extra\n", "bad.csv:2: 3 cells, but the header row has 2"),
+    ("bad.csv", "question,answer\nq\n", "bad.csv:2: 1 cells, but the header row has 2"),
+    ("bad.csv", 'question,answer\n"q,a\n', "bad.csv:2: cannot read this CSV line"),
+    ("bad.csv", "question,answer\nq1,a\n\nq2,\n", "bad.csv:4: field 'answer': missing"),
+    ("bad.csv", "question,question\nq,a\n", "bad.csv:1: the header row names column 'question' twice"),
+    ("bad.csv", '{"question": "q", "answer": "a"}\n', "bad.csv:1: looks like JSON, not CSV"),
+    ("bad.csv", "", "bad.csv: no items"),
+    ("bad.tsv", 'question\tanswer\n"q" x\ta\n', "bad.tsv:2: cannot read this TSV line"),
+    ("bad.json", '[{"question": "q", "answer": "a"}, {"question": "q"}]', "bad.json: item 2: field 'answer': missing"),
+    ("bad.json", '[{"question": "q", "answer": "a"},\n oops]', "bad.json:2: invalid JSON"),
+    ("bad.json", "[]", "bad.json: no items"),
+    ("bad.parquet", "not parquet", "bad.parquet: not a Parquet file"),
+]
+
+
+@pytest.mark.parametrize("name, content, message", BAD_TABLES)
+def test_bad_tables_name_file_row_and_field(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DataError) as info:
+        load_items(path)
+    assert str(info.value).startswith(str(tmp_path / message.split(":")[0])) and message.split(":", 1)[1] in str(
+        info.value
+    )
+
+
+def test_parquet_with_wrong_column_types_and_a_broken_file(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"question": ["q1", "q2"], "answer": [1, 2]}), tmp_path / "t.parquet")
+    with pytest.raises(DataError, match=r"t.parquet: row 1: field 'answer': expected a string, got int"):
+        load_items(tmp_path / "t.parquet")
+    data = (tmp_path / "t.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"cut.parquet: cannot read this Parquet file"):
+        load_items(tmp_path / "cut.parquet")
+
+
+def test_a_csv_runs_through_the_command_with_mapped_fields(tmp_path, runner):
+    path = tmp_path / "q.csv"
+    path.write_text("Question,Answer\nq?,a\n")
+    out = tmp_path / "run"
+    args = ["run", "--data", str(path), "--out", str(out), "--model", str(tmp_path)]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 1 and "--question-field" in result.output and "'Question', 'Answer'" in result.output
+    result = runner.invoke(cli, [*args, "--question-field", "Question", "--answer-field", "Answer"])
+    assert "q.csv" not in result.output  # the data is read; what fails now is the (missing) model
+    assert not (out / "answers.jsonl").exists()
