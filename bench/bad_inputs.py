@@ -3,7 +3,8 @@
 Generates N bad inputs of many kinds -- random bytes, invalid UTF-8, a BOM, CRLF and lone CR line ends,
 multi-megabyte lines, JSON values and fields of the wrong type, empty strings, nulls, duplicate ids,
 unpaired surrogate escapes, deep nesting, truncated files, mutated records, a 100,000-line file with one bad
-line, a directory, a missing file, no read permission (skipped as root, who reads anything) -- and runs each
+line, a directory, a missing file, no read permission (skipped as root, who reads anything); CSV/TSV with odd
+quoting, BOMs, ragged rows and foreign headers, JSON arrays, Parquet files with columns of every type -- and runs each
 through the `slearn` command in-process with click's CliRunner, at every entry point that reads a user's file:
 
     answer --data BAD                       run --data GOOD --test BAD
@@ -257,6 +258,75 @@ JSONL_KINDS = [
 ]  # fmt: skip
 
 
+# --------------------------------------------------------------------------- bad tables: CSV/TSV, JSON arrays, Parquet
+
+
+def suffix(ending: str):
+    def mark(maker):
+        maker.suffix = ending
+        return maker
+
+    return mark
+
+
+def csv_cell(rng: random.Random) -> str:
+    return rng.choice(
+        ["q", "a", "", " ", '"', '""', ",", "\t", "\n", "\r", "é", "\x00", "\ufeff", "x" * 200_000, "[1", "{}"]
+    )
+
+
+@suffix(".csv")
+def csv_random_bytes(rng, path, row):
+    path.write_bytes(rng.randbytes(rng.randint(0, 3000)))
+
+
+@suffix(".csv")
+def csv_cells(rng, path, row):
+    """A header (sometimes ours, sometimes not) and rows of odd cells, quoted or not, ragged or not."""
+    header = rng.choice([["question", "answer"], ["question", "answer", "id", "options"], ["Q", "A"], ["question"], []])
+    rows = [header] + [[csv_cell(rng) for _ in range(rng.choice([len(header), rng.randint(0, 5)]))] for _ in range(5)]
+    sep = rng.choice([",", ";"])
+    quote = rng.random() < 0.5
+    cells = lambda r: sep.join(f'"{c.replace(chr(34), chr(34) * 2)}"' if quote else c for c in r)  # noqa: E731
+    eol = rng.choice(["\n", "\r\n", "\r"])
+    path.write_bytes((codecs.BOM_UTF8 if rng.random() < 0.3 else b"") + eol.join(map(cells, rows)).encode())
+
+
+@suffix(".tsv")
+def tsv_good_rows_one_bad(rng, path, row):
+    lines = ["question\tanswer"] + [f"q{i}\ta{i}" for i in range(rng.randint(1, 50))]
+    lines.insert(rng.randint(1, len(lines)), rng.choice(["q\ta\textra", "q", '"q\ta', "\ta", "q\t"]))
+    path.write_bytes(join(lines, rng.choice(["\n", "\r\n"])))
+
+
+@suffix(".json")
+def json_array(rng, path, row):
+    values = [row(rng) for _ in range(rng.randint(0, 5))]
+    if values and rng.random() < 0.8:
+        values[rng.randrange(len(values))] = rng.choice([1, None, [], "x", {"question": 1}, {"answer": ["a", 2]}])
+    text = json.dumps(values)
+    path.write_text(text[: rng.randint(1, len(text))] if rng.random() < 0.3 else text)
+
+
+@suffix(".parquet")
+def parquet_columns(rng, path, row):
+    """Parquet files with columns of every type, a truncated file, or no rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pick = [["q", "a"], [1, 2], [["a", "b"], []], [None, None], [0.5, 1.5], [{"k": "v"}, {"k": "w"}], [True, False]]
+    table = pa.table({name: pa.array(rng.choice(pick)) for name in ("question", "answer", rng.choice(["id", "x"]))})
+    if rng.random() < 0.2:
+        table = table.slice(0, 0)
+    pq.write_table(table, path)
+    if rng.random() < 0.3:
+        data = path.read_bytes()
+        path.write_bytes(data[: rng.randint(0, len(data))])
+
+
+TABLE_KINDS = [csv_random_bytes, csv_cells, tsv_good_rows_one_bad, json_array, parquet_columns]
+
+
 # --------------------------------------------------------------------------- bad prompt templates
 
 TOKENS = ["{question}", "{options}", "{reference}", "{answer}", "{", "}", "{{", "}}", "{x}", "{0}", "{}",
@@ -398,7 +468,7 @@ class Bench:
         return args + ["--quiet"], load_items
 
     def labels(self, bad: Path):
-        args = ["grade", "--out", str(self.fresh_run()), "--model", str(self.model), "--calibrate"]
+        args = ["grade", "--out", str(self.fresh_run()), "--model", str(self.model), "--grader", "judge", "--calibrate"]
         return args + ["--labels", str(bad), "--quiet"], read_labels
 
     def answer_template(self, bad: Path, option="--template", fields=ANSWER_FIELDS):
@@ -419,6 +489,7 @@ class Bench:
 
 ENTRY_POINTS = {
     "answer --data": ("data", JSONL_KINDS, qa_row),
+    "answer --data (tables)": ("data", TABLE_KINDS, qa_row),
     "run --test": ("test", JSONL_KINDS, qa_row),
     "grade --labels": ("labels", JSONL_KINDS, label_row),
     "answer --template": ("answer_template", TEMPLATE_KINDS, None),
@@ -482,7 +553,8 @@ def main() -> None:
         while tried < args.n:  # skipped kinds (no read permission, as root) do not count towards N
             entry, maker = pairs[i % len(pairs)]
             rng = random.Random(f"{args.seed}-{i}")
-            path = bench.root / f"case{i}{'.yaml' if entry == 'select --config' else '.jsonl'}"
+            ending = ".yaml" if entry == "select --config" else getattr(maker, "suffix", ".jsonl")
+            path = bench.root / f"case{i}{ending}"
             outcome, detail = judge(bench, entry, maker, rng, path)
             counts[(entry, kind_name(maker))][outcome] += 1
             tried += outcome != "skipped"

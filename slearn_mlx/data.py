@@ -179,8 +179,8 @@ def _keys(obj: dict) -> str:
 
 def parse_item(
     obj: Any, path, line: int, fields: Fields = Fields(), unit: str = "line"
-) -> tuple[str | None, str, str, dict[str, str] | None]:
-    """One record -> (explicit id or None, question, reference, options)."""
+) -> tuple[str | None, str, str, dict[str, str] | None, list[str]]:
+    """One record -> (explicit id or None, question, reference, options, aliases)."""
     if not isinstance(obj, dict):
         raise DataError(path, line, None, f"expected a JSON object, got {type(obj).__name__}", unit)
     _present(obj, fields, path, line, unit)
@@ -195,8 +195,30 @@ def parse_item(
         raise DataError(path, line, field, exc.problem, unit) from None
 
 
-def _parse(obj: dict, path, line: int, source: dict) -> tuple[str | None, str, str, dict[str, str] | None]:
-    options = None
+def _answers(obj: dict, field: str, path, line: int) -> list[str]:
+    """The reference, or a list of acceptable answers (the first is the one taught)."""
+    value = obj.get(field)
+    if not isinstance(value, list):
+        return [_text(obj, field, path, line)]
+    if not value:
+        raise DataError(path, line, field, "an empty list of answers")
+    for i, text in enumerate(value):
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(path, line, f"{field}[{i}]", "expected a non-empty string")
+        _encodable(text, f"{field}[{i}]", path, line)
+    return value
+
+
+def _aliases(obj: dict, path, line: int) -> list[str]:
+    """An `aliases` field: more answers that count as right (a string or a list of strings)."""
+    value = obj.get("aliases")
+    if value is None or value == []:
+        return []
+    return _answers({"aliases": [value] if isinstance(value, str) else value}, "aliases", path, line)
+
+
+def _parse(obj: dict, path, line: int, source: dict) -> tuple[str | None, str, str, dict[str, str] | None, list[str]]:
+    options, aliases = None, []
     if "messages" in obj:
         question, reference = _chat_pair(obj, path, line)
     elif "instruction" in obj:
@@ -207,8 +229,12 @@ def _parse(obj: dict, path, line: int, source: dict) -> tuple[str | None, str, s
     elif "prompt" in obj:
         question, reference = _text(obj, "prompt", path, line), _text(obj, "completion", path, line)
     elif "question" in obj:
-        question, reference = _text(obj, "question", path, line), _text(obj, "answer", path, line)
+        question = _text(obj, "question", path, line)
+        answers = _answers(obj, "answer", path, line)
+        reference, aliases = answers[0], answers[1:]
         options = _options(obj.get("options"), path, line)
+        if options and aliases:
+            raise DataError(path, line, "answer", "a multiple-choice item takes one answer, not a list")
     else:
         hint = "; name yours with --question-field and --answer-field" if obj else ""
         raise DataError(path, line, None, f"no known fields (expected {FORMATS}; the record has {_keys(obj)}){hint}")
@@ -220,11 +246,15 @@ def _parse(obj: dict, path, line: int, source: dict) -> tuple[str | None, str, s
         item_id = _encodable(str(item_id), "id", path, line)
         if not item_id.strip():
             raise DataError(path, line, "id", "empty")
-    return item_id, question, reference, options
+    aliases = [a for a in dict.fromkeys(aliases + _aliases(obj, path, line)) if a != reference]
+    if options and aliases:
+        raise DataError(path, line, "aliases", "a multiple-choice item takes one answer")
+    return item_id, question, reference, options, aliases
 
 
-def _content_id(question: str, reference: str, options: dict | None) -> str:
-    digest = hashlib.sha1(f"{question}\x00{reference}\x00{options or ''}".encode()).hexdigest()
+def _content_id(question: str, reference: str, options: dict | None, aliases: list[str]) -> str:
+    extra = f"\x00{aliases}" if aliases else ""  # ids of items without aliases as they always were
+    digest = hashlib.sha1(f"{question}\x00{reference}\x00{options or ''}{extra}".encode()).hexdigest()
     return digest[:12]
 
 
@@ -399,10 +429,10 @@ def load_items(path: str | Path, fields: Fields = Fields()) -> list[QAItem]:
     generated: dict[str, int] = {}
     unit, records = iter_records(path)
     for position, obj in records:
-        item_id, question, reference, options = parse_item(obj, path, position, fields, unit)
+        item_id, question, reference, options, aliases = parse_item(obj, path, position, fields, unit)
         if item_id is None:
             # Content hash, so ids survive reordering; a repeat gets a numbered suffix.
-            base = _content_id(question, reference, options)
+            base = _content_id(question, reference, options, aliases)
             generated[base] = generated.get(base, 0) + 1
             item_id = base if generated[base] == 1 else f"{base}-{generated[base]}"
         if item_id in seen:
@@ -414,7 +444,7 @@ def load_items(path: str | Path, fields: Fields = Fields()) -> list[QAItem]:
                 unit,
             )
         seen[item_id] = position
-        items.append(QAItem(item_id, question, reference, options))
+        items.append(QAItem(item_id, question, reference, options, aliases or None))
     if not items:
         raise DataError(path, None, None, "no items (the file is empty)")
     return items

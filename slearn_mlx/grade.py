@@ -181,13 +181,13 @@ def grade_deterministic(grader: str, item: QAItem, answer: str, f1_threshold: fl
     if grader == "auto":
         grader = "option" if item.reference_letter is not None else "contains"
     if grader == "exact":
-        ok = normalize(answer) == normalize(item.reference)
+        ok = any(normalize(answer) == normalize(reference) for reference in item.references)
         return ok, float(ok)
     if grader == "contains":
-        ok = contains_reference(answer, item.reference)
+        ok = any(contains_reference(answer, reference) for reference in item.references)
         return ok, float(ok)
     if grader == "f1":
-        score = token_f1(answer, item.reference)
+        score = max(token_f1(answer, reference) for reference in item.references)
         return score >= f1_threshold, score
     if grader == "option":
         if item.reference_letter is None:
@@ -213,7 +213,7 @@ def decisive_grade(item: QAItem, answer: str) -> Grade | None:
     if item.reference_letter is not None:
         ok, score = grade_deterministic("option", item, answer)
         return Grade(item.id, ok, score, "option")
-    if contains_reference(answer, item.reference):
+    if any(contains_reference(answer, reference) for reference in item.references):
         return Grade(item.id, True, 1.0, "contains")
     return None
 
@@ -333,7 +333,7 @@ def audit_sample(
         lines = [
             f"[{item.id}] {verdict} by {grade.grader} ({score} {grade.score:.3f})",
             f"  question : {_one_line(item.question)}",
-            f"  reference: {_one_line(item.reference_text)}",
+            f"  reference: {_one_line(item.accepted_text)}",
             f"  answer   : {_one_line(answers[item.id].text) if item.id in answers else '(none: the probe reads P(reference))'}",
         ]
         if grade.justification:

@@ -30,7 +30,7 @@ def judge_prompt(template: str, item: QAItem, answer: str) -> str:
     question = item.question
     if item.options:
         question = f"{question}\n{render_options(item.options)}"
-    return template.format(question=question, reference=item.reference_text, answer=answer)
+    return template.format(question=question, reference=item.accepted_text, answer=answer)
 
 
 def _word_ids(tokenizer, words: tuple[str, ...]) -> list[int]:

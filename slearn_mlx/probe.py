@@ -76,12 +76,17 @@ class ProbeRow:
 def probe_row(tokenizer, item: QAItem, lead: str, answer_config: AnswerConfig = AnswerConfig()) -> ProbeRow:
     """The tokens the probe reads for `item`: its prompt as the answer stage asks it, then the lead and the reference
     (free text), or the correct option's letter (multiple choice)."""
+    return probe_rows(tokenizer, item, lead, answer_config)[0]
+
+
+def probe_rows(tokenizer, item: QAItem, lead: str, answer_config: AnswerConfig = AnswerConfig()) -> list[ProbeRow]:
+    """`probe_row` for the reference and then each alias (free text with aliases); one row otherwise."""
     prompt = encode_chat(tokenizer, question_text(item, answer_config))
     letter = item.reference_letter
     if letter is not None:
         choices = [_first_token(tokenizer, option) for option in item.options]
-        return ProbeRow(prompt, [_first_token(tokenizer, letter)], choices)
-    return ProbeRow(*_split_lead(tokenizer, prompt, lead, item.reference))
+        return [ProbeRow(prompt, [_first_token(tokenizer, letter)], choices)]
+    return [ProbeRow(*_split_lead(tokenizer, prompt, lead, reference)) for reference in item.references]
 
 
 def _first_token(tokenizer, text: str) -> int:
@@ -174,18 +179,20 @@ def probe_items(
     n_todo = sum(item.id not in done for item in items)
     if not n_todo:
         return 0
-    rows = {item.id: probe_row(tokenizer, item, lead, answer_config) for item in items}
+    rows = {item.id: probe_rows(tokenizer, item, lead, answer_config) for item in items}
     # The chat template's system turn starts every prompt: its keys and values are computed once.
-    contexts = [row.context for row in rows.values()]
+    contexts = [row.context for item_rows in rows.values() for row in item_rows]
     n_shared = shared_prefix(contexts)
     prefix = Prefix(model, contexts[0][:n_shared]) if n_shared and Prefix.usable(model) else None
-    length = lambda item: len(rows[item.id].context) + len(rows[item.id].target)  # noqa: E731
+    length = lambda item: max(len(row.context) + len(row.target) for row in rows[item.id])  # noqa: E731
     with RecordWriter(out_path) as writer, progress_bar(n_todo, "probe", progress) as bar:
         for batch in pending_batches(items, done, batch_size, length):
-            reads = read_rows(model, [rows[item.id] for item in batch], prefix)
-            for item, read in zip(batch, reads):
+            reads = iter(read_rows(model, [row for item in batch for row in rows[item.id]], prefix))
+            for item in batch:
+                # An item with aliases is as well known as its best known answer.
+                readings = [knowledge_of(item, row, next(reads)) for row in rows[item.id]]
                 if item.id not in done:
-                    writer.write(knowledge_of(item, rows[item.id], read))
+                    writer.write(max(readings, key=lambda k: k.logprob))
                     bar.update(1)
     return n_todo
 

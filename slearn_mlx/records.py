@@ -26,12 +26,25 @@ class Record:
 
 @dataclass(frozen=True)
 class QAItem(Record):
-    """One question with its reference answer; `options` maps letters to texts for multiple choice."""
+    """One question with its reference answer; `options` maps letters to texts for multiple choice; `aliases` are
+    other answers that count as right (training teaches the reference)."""
 
     id: str
     question: str
     reference: str
     options: dict[str, str] | None = None
+    aliases: list[str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        obj = asdict(self)
+        if not self.aliases:
+            del obj["aliases"]  # items.jsonl as before for items without aliases
+        return obj
+
+    @property
+    def references(self) -> list[str]:
+        """Every answer that counts as right: the reference first, then the aliases."""
+        return [self.reference, *(self.aliases or [])]
 
     @property
     def reference_letter(self) -> str | None:
@@ -52,6 +65,13 @@ class QAItem(Record):
         """The reference as a person reads it: for multiple choice, the letter and the option's text."""
         letter = self.reference_letter
         return f"{letter}. {self.options[letter]}" if letter else self.reference
+
+    @property
+    def accepted_text(self) -> str:
+        """What a judge is told is right: the reference, and the aliases that also count."""
+        if not self.aliases:
+            return self.reference_text
+        return f"{self.reference_text} (also correct: {'; '.join(self.aliases)})"
 
 
 @dataclass(frozen=True)

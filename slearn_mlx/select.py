@@ -183,7 +183,7 @@ def keeps_reference(item: QAItem, text: str) -> bool:
     """A rephrased answer still says the reference: the same option, or the reference's words."""
     if item.reference_letter is not None:
         return answer_letter(text, item.options) == item.reference_letter
-    return contains_reference(text, item.reference)
+    return any(contains_reference(text, reference) for reference in item.references)
 
 
 def echoes_prompt(text: str, template: str = REPHRASE_TEMPLATE) -> bool:

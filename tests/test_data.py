@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -210,3 +211,34 @@ def test_a_csv_runs_through_the_command_with_mapped_fields(tmp_path, runner):
     result = runner.invoke(cli, [*args, "--question-field", "Question", "--answer-field", "Answer"])
     assert "q.csv" not in result.output  # the data is read; what fails now is the (missing) model
     assert not (out / "answers.jsonl").exists()
+
+
+def test_a_list_of_answers_or_an_aliases_field_gives_aliases_and_teaches_the_first(tmp_path):
+    rows = [
+        {"question": "Capital of Bolivia?", "answer": ["Sucre", "La Paz"]},
+        {"prompt": "Seven?", "completion": "7", "aliases": "seven"},
+        {"question": "Q", "answer": "a", "aliases": ["a", "A."]},
+        {"question": "Plain", "answer": "x"},
+    ]
+    items = load_items(write_jsonl(tmp_path / "a.jsonl", rows))
+    assert [(i.reference, i.aliases) for i in items] == [
+        ("Sucre", ["La Paz"]), ("7", ["seven"]), ("a", ["A."]), ("x", None)
+    ]  # fmt: skip
+    assert "aliases" not in items[3].to_json()
+    nq = write_jsonl(tmp_path / "nq.jsonl", [{"question": "Who?", "answer": "Roy", "answers": ["Roy", "Art", "Paul"]}])
+    assert load_items(nq, Fields(answer="answers"))[0].references == ["Roy", "Art", "Paul"]
+
+
+@pytest.mark.parametrize(
+    "row, field, problem",
+    [
+        ({"question": "q", "answer": []}, "answer", "an empty list"),
+        ({"question": "q", "answer": ["a", 3]}, "answer[1]", "expected a non-empty string"),
+        ({"question": "q", "answer": "a", "aliases": [""]}, "aliases[0]", "expected a non-empty string"),
+        ({"question": "q", "answer": ["A", "B"], "options": ["x", "y"]}, "answer", "one answer"),
+        ({"question": "q", "answer": "A", "options": ["x", "y"], "aliases": "B"}, "aliases", "one answer"),
+    ],
+)
+def test_bad_answer_lists_are_named(tmp_path, row, field, problem):
+    with pytest.raises(DataError, match=rf"l.jsonl:1: field '{re.escape(field)}': .*{problem}"):
+        load_items(write_jsonl(tmp_path / "l.jsonl", [row]))

@@ -142,3 +142,19 @@ def test_audit_sample_shows_items_side_by_side():
     text = audit_sample(items, answers, grades, 5)
     assert text.count("[") == 2 and "reference: Paris" in text and "judge    : It names Paris." in text
     assert "correct by judge-cot (score 0.900)" in text
+
+
+@pytest.mark.parametrize("grader", ["exact", "contains", "f1", "hybrid"])
+def test_every_grader_accepts_any_alias_and_the_judge_sees_them_all(grader):
+    from slearn_mlx.judge import judge_prompt
+    from slearn_mlx.prompts import DEFAULT_TEMPLATES
+
+    item = QAItem("b", "What is the capital of Bolivia?", "Sucre", aliases=["La Paz"])
+    if grader == "hybrid":
+        assert decisive_grade(item, "la paz") is not None and decisive_grade(item, "Lima") is None
+    else:
+        assert grade_deterministic(grader, item, "La Paz.")[0] and grade_deterministic(grader, item, "sucre")[0]
+        assert not grade_deterministic(grader, item, "Lima")[0]
+        assert not grade_deterministic(grader, QAItem("b", item.question, "Sucre"), "La Paz")[0]
+    prompt = judge_prompt(DEFAULT_TEMPLATES["verdict"], item, "La Paz")
+    assert "Sucre (also correct: La Paz)" in prompt

@@ -125,3 +125,18 @@ def test_run_with_the_probe_skips_answering_and_evaluates_generated_answers(runn
     assert report["n_selected"] == 3 and report["stages"]["select"]["strategy"] == "budget0.5"
     grades = [json.loads(line) for line in (out / "eval" / "adapted_grades.jsonl").read_text().splitlines()]
     assert {g["grader"] for g in grades} == {"contains"}  # generated answers: the answer grader, not the probe
+
+
+def test_an_item_with_aliases_is_as_well_known_as_its_best_known_answer(tiny_loaded, tmp_path):
+    model, tokenizer = tiny_loaded
+    item = ITEMS[0]
+    with_aliases = QAItem(item.id, item.question, "Lyon", aliases=["Paris", "Nice"])
+    probe_items(model, tokenizer, [with_aliases], tmp_path / "all.jsonl", lead=LEAD, progress=False)
+    readings = {}
+    for reference in ("Lyon", "Paris", "Nice"):
+        path = tmp_path / f"{reference}.jsonl"
+        probe_items(model, tokenizer, [QAItem(item.id, item.question, reference)], path, lead=LEAD, progress=False)
+        readings[reference] = read_records(path, Knowledge)[item.id]
+    best = max(readings.values(), key=lambda k: k.logprob)
+    assert len({k.logprob for k in readings.values()}) == 3  # three different readings, the best one kept
+    assert read_records(tmp_path / "all.jsonl", Knowledge)[item.id] == best
