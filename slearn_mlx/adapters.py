@@ -13,8 +13,14 @@ learning-rate schedule are built here too, with the names `mlx_lm.lora` uses.
 
 from __future__ import annotations
 
+import json
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
+ADAPTER_FILE = "adapters.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
 FINE_TUNE_TYPES = ("lora", "dora", "full")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine", "linear")
@@ -109,6 +115,28 @@ class BaseWeights:
 
     def restore(self, model) -> None:
         model.load_weights(self.weights, strict=False)
+
+
+def has_adapters(adapter_dir: Path | None) -> bool:
+    return adapter_dir is not None and (adapter_dir / ADAPTER_FILE).exists()
+
+
+@contextmanager
+def adapters_on(model, adapter_dir: Path) -> Iterator[None]:
+    """The model with the adapters of `adapter_dir` applied (in eval mode) inside the block, the base model after."""
+    from mlx_lm.tuner.utils import load_adapters
+
+    trained = json.loads((adapter_dir / ADAPTER_CONFIG).read_text())
+    # Full fine-tuning's weights replace the base's: keep those to put back.
+    base = BaseWeights.of(model, trained["num_layers"]) if trained.get("fine_tune_type") == "full" else None
+    load_adapters(model, str(adapter_dir))
+    model.eval()
+    try:
+        yield
+    finally:
+        remove_adapters(model)
+        if base is not None:
+            base.restore(model)
 
 
 def schedule_config(config, n_updates: int) -> dict | None:

@@ -408,6 +408,34 @@ def evaluate(out, config_file, force, quiet, **overrides):
     _stage("evaluate", out, config_file, force, quiet, overrides)
 
 
+@cli.command(name="try")
+@click.argument("questions", nargs=-1)
+@_options(OUT, CONFIG, MAX_TOKENS, TEMPERATURE, TEMPLATE)
+@click.option("--interactive", "-i", is_flag=True, help="Keep asking: one question per line, until an empty line.")
+@user_errors
+def try_(out, config_file, questions, interactive, **overrides):
+    """Ask the run's base and adapted model the same questions, side by side.
+
+    \b
+    Examples:
+      slearn try --out runs/world "What is the capital of Nigeria?"
+      slearn try --out runs/world --interactive
+    """
+    from slearn_mlx import pipeline
+
+    if not questions and not interactive:
+        raise click.UsageError("give a question, or --interactive")
+    run, config = _session(out, config_file, overrides)
+    models = pipeline.SharedModel(config.model, config.trust_remote_code)
+    if questions:
+        click.echo("\n\n".join(map(str, pipeline.ask_run(run, config, models, list(questions)))))
+    while interactive:
+        question = click.prompt("question", default="", show_default=False, err=True).strip()
+        if not question:
+            break
+        click.echo(str(pipeline.ask_run(run, config, models, [question])[0]))
+
+
 @cli.command()
 @_options(
     DATA,

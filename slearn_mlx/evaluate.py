@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ContextManager
 
-from slearn_mlx.adapters import BaseWeights, remove_adapters
+from slearn_mlx.adapters import adapters_on, has_adapters, remove_adapters
 from slearn_mlx.answer import AnswerConfig, answer_items
 from slearn_mlx.grade import GradeConfig, grade_answers
 from slearn_mlx.judge import Judge
 from slearn_mlx.records import Answer, Grade, QAItem
-from slearn_mlx.runs import read_json, read_records
-from slearn_mlx.train import ADAPTER_CONFIG, ADAPTER_FILE
+from slearn_mlx.runs import read_records
 
 
 @dataclass(frozen=True)
@@ -67,30 +66,21 @@ def evaluate_adapters(
     `make_judge` gives the judge for judge graders; it is entered after the
     adapters are removed again, so a self-judge is the base model.
     """
-    from mlx_lm.tuner.utils import load_adapters
-
     start = time.perf_counter()
-    has_adapters = adapter_dir is not None and (adapter_dir / ADAPTER_FILE).exists()
     remove_adapters(model)  # the base model, whatever was trained on it in this process
     variants = {"base": test_items}
-    base_weights = None
-    if has_adapters:
+    answer = lambda variant, items: answer_items(  # noqa: E731
+        model, tokenizer, items, eval_dir / f"{variant}_answers.jsonl", answer_config, progress=progress
+    )
+    answer("base", test_items)
+    if has_adapters(adapter_dir):
         variants["adapted"] = test_items
         if known_items:
             variants["retention"] = known_items
-        trained = read_json(adapter_dir / ADAPTER_CONFIG)
-        if trained.get("fine_tune_type") == "full":  # its weights replace the base's: keep those to put back
-            base_weights = BaseWeights.of(model, trained["num_layers"])
-
-    for variant, items in variants.items():
-        if variant == "adapted":
-            load_adapters(model, str(adapter_dir))
-            model.eval()
-        answer_items(model, tokenizer, items, eval_dir / f"{variant}_answers.jsonl", answer_config, progress=progress)
-    if has_adapters:
-        remove_adapters(model)
-        if base_weights is not None:
-            base_weights.restore(model)
+        with adapters_on(model, adapter_dir):
+            answer("adapted", test_items)
+            if known_items:
+                answer("retention", known_items)
 
     results = {}
     with make_judge() as judge:

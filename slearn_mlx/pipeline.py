@@ -15,7 +15,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
+from slearn_mlx.adapters import ADAPTER_CONFIG, ADAPTER_FILE, has_adapters
 from slearn_mlx.answer import AnswerSummary, answer_items
+from slearn_mlx.ask import SideBySide, ask
 from slearn_mlx.calibrate import Calibration, read_labels, save_calibration
 from slearn_mlx.config import RunConfig, save_config
 from slearn_mlx.data import load_items
@@ -55,8 +57,6 @@ from slearn_mlx.runs import (
 )
 from slearn_mlx.select import SelectSummary, pick, rephrase_prompt, select_unknown
 from slearn_mlx.train import (
-    ADAPTER_CONFIG,
-    ADAPTER_FILE,
     ANCHORS_FILE,
     CHECKPOINT_FILE,
     TrainSummary,
@@ -392,6 +392,16 @@ def stage_evaluate(
         base_accuracy=summary.base_accuracy, adapted_accuracy=summary.adapted_accuracy, retention=summary.retention,
     )  # fmt: skip
     return summary
+
+
+def ask_run(run: RunDir, config: RunConfig, models: SharedModel, questions: list[str]) -> list[SideBySide]:
+    """The run's base and adapted model answering `questions`, side by side; nothing is written to the run."""
+    if not run.config.exists():
+        raise FileNotFoundError(f"{run.root}: not a run directory (no config.json); give the --out of a run")
+    if not has_adapters(run.adapters):
+        raise FileNotFoundError(f"{run.root}: no adapters yet; train first (slearn train --out {run.root})")
+    model, tokenizer = models.get()
+    return ask(model, tokenizer, questions, run.adapters, config.answer)
 
 
 def run_pipeline(

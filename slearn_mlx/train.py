@@ -23,6 +23,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from slearn_mlx.adapters import (
+    ADAPTER_CONFIG,
+    ADAPTER_FILE,
     FINE_TUNE_TYPES,
     OPTIMIZERS,
     SCHEDULES,
@@ -35,8 +37,6 @@ from slearn_mlx.progress import progress_bar
 from slearn_mlx.retention import AnchorTargets, anchor_indices, lead_tokens, mixed_batch, mixed_loss
 from slearn_mlx.runs import atomic_file, write_json_atomic, write_jsonl_atomic
 
-ADAPTER_FILE = "adapters.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 ANCHORS_FILE = "anchors.jsonl"  # known pairs the KL term holds in place (select --anchors)
 

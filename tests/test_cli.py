@@ -231,3 +231,39 @@ def test_max_seq_length_cuts_pairs_and_one_that_leaves_no_answer_is_one_line(run
     assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["max_seq_length"] == 48
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["stages"]["train"]["longest"] <= 48
+
+
+def test_try_answers_with_the_base_and_the_adapted_model_side_by_side(runner, tiny_model, qa_file, tmp_path):
+    out = tmp_path / "run"
+    args = ["--data", str(qa_file), "--model", tiny_model, "--out", str(out), "--grader", "exact", *FAST]
+    invoke(runner, ["answer", "--data", str(qa_file), "--model", tiny_model, "--out", str(out), *FAST[:2], "--quiet"])
+    result = runner.invoke(cli, ["try", "--out", str(out), "What is the capital of France?"])
+    assert result.exit_code == 1 and "no adapters yet; train first" in result.output
+    invoke(runner, ["run", *args, "--epochs", "3", "--learning-rate", "1e-2"])  # enough to change answers
+
+    output = invoke(runner, ["try", "--out", str(out), "What is the capital of France?", "2 + 2?"])
+    blocks = output.strip().split("\n\n")
+    assert len(blocks) == 2 and blocks[0].startswith("question : What is the capital of France?")
+    assert [line.split(":")[0].strip() for line in blocks[1].splitlines()[:3]] == ["question", "base", "adapted"]
+    session = runner.invoke(cli, ["try", "--out", str(out), "-i", "--max-tokens", "4"], input="Largest planet?\n\n")
+    assert session.exit_code == 0 and session.output.count("adapted:") == 1, session.output
+
+    missing = runner.invoke(cli, ["try", "--out", str(tmp_path / "nowhere"), "q"])
+    assert missing.exit_code == 1 and "not a run directory" in missing.output
+
+
+def test_adapters_on_gives_the_base_model_back(tiny_loaded, tiny_model, qa_file, tmp_path, runner):
+    import mlx.core as mx
+
+    from slearn_mlx.adapters import adapters_on
+
+    model, tokenizer = tiny_loaded
+    out = tmp_path / "run"
+    invoke(runner, ["run", "--data", str(qa_file), "--model", tiny_model, "--out", str(out), "--grader", "exact",
+                    *FAST, "--learning-rate", "1e-2"])  # fmt: skip
+    tokens = mx.array([tokenizer.encode("What is the capital of France?")])
+    before = model(tokens)
+    with adapters_on(model, out / "adapters"):
+        during = model(tokens)
+    after = model(tokens)
+    assert not mx.allclose(before, during).item() and mx.array_equal(before, after).item()
