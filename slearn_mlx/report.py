@@ -109,8 +109,34 @@ def _text(x: float, y: float, text: str, anchor: str = "start", **attrs) -> str:
     return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{extra}>{html.escape(text)}</text>'
 
 
+def smoothed(values: list[float], weight: float | None = None) -> list[float]:
+    """An exponential moving average, debiased so its first points are not pulled toward 0; the default weight
+    spans about a twentieth of the series."""
+    if weight is None:
+        weight = 1 - 1 / max(1.0, len(values) / 20)
+    out, average = [], 0.0
+    for k, value in enumerate(values, start=1):
+        average = weight * average + (1 - weight) * value
+        out.append(average / (1 - weight**k) if weight else value)
+    return out
+
+
+def loss_scale(low: float, high: float) -> tuple[bool, list[float]]:
+    """(log scale?, tick values): log where the losses span more than a factor of 20, as a first step's loss
+    over a last epoch's does; ticks at powers of ten then, at the ends otherwise."""
+    import math
+
+    if low > 0 and high / low > 20:
+        ticks = [10.0**e for e in range(math.ceil(math.log10(low)), math.floor(math.log10(high)) + 1)]
+        return True, ticks or [low, high]
+    return False, [low, high]
+
+
 def loss_plot(report: dict, width: int = 700, height: int = 300) -> str:
-    """Training loss per step (lines) and validation loss per epoch (dots), one colour per strategy."""
+    """Training loss per step, smoothed (the raw steps faint behind), and validation loss per epoch (dots), one
+    colour per strategy; a log scale where the range calls for it."""
+    import math
+
     left, right, top, bottom = 50, 200, 10, 30
     series = []
     for i, s in enumerate(report["strategies"]):
@@ -124,22 +150,31 @@ def loss_plot(report: dict, width: int = 700, height: int = 300) -> str:
     values = [v for _, _, steps, valid in series for v in steps + [v for _, v in valid]]
     low, high = min(values), max(values)
     high = high if high > low else low + 1
+    log, ticks = loss_scale(low, high)
+    f = (lambda v: math.log10(max(v, low))) if log else (lambda v: v)  # noqa: E731
     x = lambda step: left + (width - left - right) * (step - 1) / max(max_step - 1, 1)  # noqa: E731
-    y = lambda v: top + (height - top - bottom) * (high - v) / (high - low)  # noqa: E731
+    y = lambda v: top + (height - top - bottom) * (f(high) - f(v)) / (f(high) - f(low))  # noqa: E731
     body = [f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#333"/>',
             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#333"/>',
-            _text(left - 4, y(high) + 4, f"{high:.2f}", "end"), _text(left - 4, y(low) + 4, f"{low:.2f}", "end"),
-            _text((left + width - right) / 2, height - 6, "optimizer step", "middle"),
+            _text((left + width - right) / 2, height - 6, "optimizer step" + (" (loss on a log scale)" if log else ""),
+                  "middle"),
             _text(left + 4, height - bottom - 4, "1"), _text(width - right, height - bottom - 4, str(max_step), "end")]  # fmt: skip
+    for tick in ticks:
+        body.append(_text(left - 4, y(tick) + 4, f"{tick:g}" if log else f"{tick:.2f}", "end"))
+        if log:
+            body.append(f'<line x1="{left}" y1="{y(tick):.1f}" x2="{width - right}" y2="{y(tick):.1f}" stroke="#ddd"/>')
     for n, (name, color, steps, valid) in enumerate(series):
-        points = " ".join(f"{x(i + 1):.1f},{y(v):.1f}" for i, v in enumerate(steps))
-        body.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{points}"/>')
+        raw = " ".join(f"{x(i + 1):.1f},{y(v):.1f}" for i, v in enumerate(steps))
+        body.append(f'<polyline fill="none" stroke="{color}" stroke-width="1" stroke-opacity="0.25" points="{raw}"/>')
+        smooth = " ".join(f"{x(i + 1):.1f},{y(v):.1f}" for i, v in enumerate(smoothed(steps)))
+        body.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{smooth}"/>')
         body += [
             f'<circle cx="{x(step):.1f}" cy="{y(v):.1f}" r="3.5" fill="{color}" stroke="#000"/>' for step, v in valid
         ]
         body.append(f'<rect x="{width - right + 12}" y="{top + 16 * n}" width="10" height="10" fill="{color}"/>')
         body.append(_text(width - right + 26, top + 16 * n + 9, name))
-    return _svg(width, height, body, "Training loss per step (line) and validation loss per epoch (dots)")
+    title = "Training loss per step (smoothed; raw steps faint) and validation loss per epoch (dots)"
+    return _svg(width, height, body, title)
 
 
 def time_plot(report: dict, width: int = 700) -> str:

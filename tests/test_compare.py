@@ -116,3 +116,16 @@ def test_compare_over_seeds_reports_spread_and_the_probe_pays_no_answering(runne
     table = (out / "report.md").read_text()
     assert "± " in table and "budget0.5+probe+anchors1+kl1" in table
     assert "end-to-end" in (out / "report.html").read_text()
+
+
+def test_the_loss_chart_smooths_and_takes_a_log_scale_when_the_first_steps_dwarf_the_rest():
+    from slearn_mlx.report import loss_plot, loss_scale, smoothed
+
+    assert smoothed([4.0, 4.0, 4.0]) == pytest.approx([4.0, 4.0, 4.0])  # debiased: no pull toward 0
+    noisy = [1.0, 3.0] * 50
+    assert max(smoothed(noisy)[20:]) - min(smoothed(noisy)[20:]) < 1.0  # the raw series swings by 2
+    assert loss_scale(0.03, 7.85) == (True, [0.1, 1.0])
+    assert loss_scale(0.5, 2.0) == (False, [0.5, 2.0])
+    losses = [{"step": 50, "val_loss": 0.05, "step_losses": [7.85] + [0.04] * 49}]
+    svg = loss_plot({"strategies": [{"strategy": "all", "losses": losses}]})
+    assert "log scale" in svg and svg.count("<polyline") == 2 and 'stroke-opacity="0.25"' in svg
