@@ -146,7 +146,6 @@ class ImportedModel:
     path: Path
     dtype: str
     n_params: int
-    n_tensors: int
 
 
 def _scalar(metadata: dict, key: str, default=None):
@@ -329,7 +328,7 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path | None = None, dtype:
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     n_params = sum(v.size for k, v in converted.items() if not k.endswith((".scales", ".biases")))
-    return ImportedModel(path=out, dtype=dtype, n_params=n_params, n_tensors=len(converted))
+    return ImportedModel(path=out, dtype=dtype, n_params=n_params)
 
 
 def download_default_gguf(dest: str | Path) -> Path:

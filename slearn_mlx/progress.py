@@ -7,12 +7,12 @@ import sys
 from tqdm import tqdm
 
 
-def progress_bar(total: int, desc: str, enabled: bool = True) -> tqdm:
-    """A tqdm bar on stderr; silent when disabled or when there is nothing to do."""
+def progress_bar(total: int, desc: str, enabled: bool = True, unit: str = "item") -> tqdm:
+    """A tqdm bar on stderr counting `unit`s; silent when disabled or when there is nothing to do."""
     return tqdm(
         total=total,
         desc=desc,
-        unit="item",
+        unit=unit,
         file=sys.stderr,
         disable=not enabled or total == 0,
         dynamic_ncols=True,

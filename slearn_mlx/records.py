@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, fields
-from typing import Any, ClassVar
+from typing import Any
 
 
 @dataclass(frozen=True)
 class Record:
     """A JSONL record: `to_json` writes it, `from_json` reads it back."""
-
-    kind: ClassVar[str] = "record"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

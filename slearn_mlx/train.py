@@ -513,7 +513,7 @@ def train_adapters(
     model.train()
     pending, saved_at = None, [state.step]
     restore_blocks = _checkpoint_blocks(model) if config.grad_checkpoint else None
-    with progress_bar(config.epochs * steps_per_epoch, "train", progress) as bar:
+    with progress_bar(config.epochs * steps_per_epoch, "train", progress, unit="step") as bar:
         bar.update(state.step)
         while state.epoch <= config.epochs and not state.stopped_early:
             if state.pool is None:  # a new epoch: which pairs it trains on is decided once, and saved

@@ -34,12 +34,15 @@ def test_import_undoes_llama_cpp_permutation(tiny_gguf, tiny_model):
     np.testing.assert_allclose(np.array(imported(tokens)), np.array(reference(tokens)), atol=1e-4)
 
 
-def test_permutation_matters(tiny_gguf, tmp_path):
-    """Skipping the un-permutation changes the output: the test above can fail."""
-    from tiny import llama_cpp_permute
+def test_an_import_that_skips_the_unpermutation_computes_something_else(tiny_gguf, tmp_path, monkeypatch):
+    """The test above can fail: imported without undoing llama.cpp's Q/K row order, the model's logits differ."""
+    from slearn_mlx import models
 
-    w = np.arange(8 * 3, dtype=np.float32).reshape(8, 3)
-    assert not np.array_equal(llama_cpp_permute(w, 2), w)
+    right, _ = load_model(str(import_gguf(tiny_gguf, tmp_path / "right", dtype="float32").path))
+    monkeypatch.setattr(models, "_unpermute_rope_rows", lambda w, n_heads: w)
+    wrong, _ = load_model(str(import_gguf(tiny_gguf, tmp_path / "wrong", dtype="float32").path))
+    tokens = mx.array([[5, 80, 120, 33, 200, 7, 9]])
+    assert np.abs(np.array(right(tokens)) - np.array(wrong(tokens))).max() > 1e-2
 
 
 def test_tokenizer_matches_gguf_vocabulary(tiny_loaded):
@@ -78,7 +81,7 @@ def test_import_gguf_command(tiny_gguf, tmp_path, runner):
 
 
 def test_q4_needs_quantized_tensors(tiny_gguf, tmp_path):
-    with pytest.raises(ValueError, match="no"):
+    with pytest.raises(ValueError, match="--dtype q4 keeps 4-bit GGUF tensors as they are, but this file has none"):
         import_gguf(tiny_gguf, tmp_path / "q", dtype="q4")
 
 
