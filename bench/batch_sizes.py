@@ -4,8 +4,8 @@ The default model answers N shipped MedMCQA questions (max 24 tokens) and judges
 its answers (verdict mode) at each batch size; the results do not depend on the
 batch size (greedy decoding, one forward pass per prompt), only the time does.
 Each (stage, batch size) runs in its own process, interleaved over the repeats.
-Prints items/s (median), peak resident memory, and the speed relative to the
-current defaults (answer 32, judge 16), relative to batch 16.
+Prints items/s (median), peak resident memory, and the speed relative to batch
+16 (the defaults: answer 32, judge 16).
 
     python bench/batch_sizes.py [--items 64] [--sizes 8,16,32,64] [--repeats 2]
 """
