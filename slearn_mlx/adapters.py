@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from slearn_mlx.errors import ConfigError
+
 ADAPTER_FILE = "adapters.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 FINE_TUNE_TYPES = ("lora", "dora", "full")
@@ -47,7 +49,7 @@ def resolve_modules(model, modules: str | None) -> list[str] | None:
     for wanted in (m.strip() for m in modules.split(",") if m.strip()):
         matches = [name for name in available if name == wanted or name.rsplit(".", 1)[-1] == wanted]
         if not matches:
-            raise ValueError(
+            raise ConfigError(
                 f"train.lora_modules: the model's blocks have no linear module {wanted!r}; they have "
                 + ", ".join(available)
             )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from slearn_mlx.adapters import adapters_on, has_adapters, remove_adapters
 from slearn_mlx.answer import AnswerConfig, answer_items
+from slearn_mlx.errors import MissingInput
 from slearn_mlx.records import Answer, QAItem
 from slearn_mlx.runs import read_records
 
@@ -33,7 +34,7 @@ class SideBySide:
 def ask(model, tokenizer, questions: list[str], adapter_dir: Path, config: AnswerConfig) -> list[SideBySide]:
     """Each question answered by the base model, then by the model with the adapters of `adapter_dir`."""
     if not has_adapters(adapter_dir):
-        raise FileNotFoundError(f"{adapter_dir}: no adapters yet; train first (slearn train --out RUN)")
+        raise MissingInput(f"{adapter_dir}: no adapters yet; train first (slearn train --out RUN)")
     items = [QAItem(str(i), question, "-") for i, question in enumerate(questions)]
     remove_adapters(model)
     with tempfile.TemporaryDirectory(prefix="slearn-ask-") as tmp:

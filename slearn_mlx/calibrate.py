@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from slearn_mlx.data import DataError, iter_jsonl, quoted
+from slearn_mlx.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def fit_threshold(scores: list[float], labels: list[bool]) -> float:
 
 def calibrate(scores: list[float], labels: list[bool], threshold: float, label_source: str) -> Calibration:
     if not labels:
-        raise ValueError("no labelled answers to calibrate on")
+        raise ConfigError("no labelled answers to calibrate on")
     before = agreement_at(scores, labels, threshold)
     after = agreement_at(scores, labels, fit_threshold(scores, labels))
     return Calibration(label_source, before, after)

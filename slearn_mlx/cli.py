@@ -13,18 +13,16 @@ from slearn_mlx.adapters import FINE_TUNE_TYPES, OPTIMIZERS, SCHEDULES
 from slearn_mlx.grade import ANSWER_GRADERS, GRADERS
 from slearn_mlx.judge import JUDGE_MODES
 
-# Only user-facing mistakes become one-line errors; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, OSError)
-
-
 def user_errors(command):
-    """Turn the core's ValueError/FileNotFoundError into a one-line error and a non-zero exit."""
+    """Turn a user's mistake (`UserError`) into a one-line error and exit status 1. Anything else is a bug and keeps
+    its traceback: mlx reports shape and dtype mistakes as ValueError, which must not read as the user's."""
+    from slearn_mlx.errors import UserError
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except USER_ERRORS as exc:
+        except UserError as exc:
             raise click.ClickException(" ".join(str(exc).split("\n"))) from None
         except KeyboardInterrupt:
             click.echo("interrupted; run the same command again to resume", err=True)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from slearn_mlx.config import RunConfig
+from slearn_mlx.errors import ConfigError
 from slearn_mlx.pipeline import (
     SharedModel,
     stage_answer,
@@ -97,7 +98,9 @@ def parse_strategy(text: str, base: SelectConfig = SelectConfig()) -> Strategy:
     elif first.startswith("budget") and _number(first[6:]) is not None:
         settings["budget"] = _number(first[6:])
     elif first != "wrong":
-        raise ValueError(f"unknown strategy {text!r}: use all, wrong or budgetF, e.g. wrong+replay0.2, budget0.6+probe")
+        raise ConfigError(
+            f"unknown strategy {text!r}: use all, wrong or budgetF, e.g. wrong+replay0.2, budget0.6+probe"
+        )
     train_types = {f.name: f.type for f in fields(TrainConfig)}
     for part in parts:
         match = _PART.match(part)
@@ -117,16 +120,16 @@ def parse_strategy(text: str, base: SelectConfig = SelectConfig()) -> Strategy:
             key = _TRAIN_PARTS[name]
             train[key] = int(float(value)) if train_types[key] == "int" else float(value)
         else:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown part {part!r} in strategy {text!r}: use probe, replayN, own, rephrase, uncertainN, maxN, "
                 "rehearseN, anchorsN, bare, klN, epochsN, lrN, rankN, layersN or skip"
             )
     if settings["all"] and (probe or any(settings[k] != v for k, v in reset.items() if k != "all")):
-        raise ValueError(f"strategy {text!r}: `all` trains on every pair; only bare and training parts go with it")
+        raise ConfigError(f"strategy {text!r}: `all` trains on every pair; only bare and training parts go with it")
     select = replace(base, **settings)
     problems = select.problems() + replace(TrainConfig(), **train).problems()
     if problems:
-        raise ValueError(f"strategy {text!r}: {'; '.join(problems)}")
+        raise ConfigError(f"strategy {text!r}: {'; '.join(problems)}")
     return Strategy(select, train, probe)
 
 
@@ -188,9 +191,9 @@ def run_compare(
 ) -> dict:
     """Run every strategy on the same base with `seeds` seeds, evaluate each, and write OUT/report.{json,md,html}."""
     if not config.test:
-        raise ValueError("compare needs a held-out file: pass --test FILE.jsonl")
+        raise ConfigError("compare needs a held-out file: pass --test FILE.jsonl")
     if seeds < 1:
-        raise ValueError("--seeds must be at least 1")
+        raise ConfigError("--seeds must be at least 1")
     out = Path(out)
     models = SharedModel(config.model, config.trust_remote_code)
     # The base model answers and its answers are graded (with the probe as the grader, by its answer grader): the

@@ -12,6 +12,7 @@ from typing import Any
 
 from slearn_mlx.answer import AnswerConfig
 from slearn_mlx.data import Fields
+from slearn_mlx.errors import ConfigError
 from slearn_mlx.grade import GradeConfig
 from slearn_mlx.runs import RunDir, read_json, write_json_atomic
 from slearn_mlx.select import SelectConfig
@@ -141,12 +142,12 @@ def resolve_config(
         try:
             saved = read_json(run.config)
         except (OSError, ValueError) as exc:
-            raise ValueError(
+            raise ConfigError(
                 f"{run.config}: cannot read the run's saved config ({_reason(exc)}); "
                 "delete it to start over, or use another --out"
             ) from None
         if not isinstance(saved, dict):
-            raise ValueError(
+            raise ConfigError(
                 f"{run.config}: the run's saved config is not a mapping; delete it to start over, or use another --out"
             )
         config = _merge(config, saved, str(run.config), problems)
@@ -157,16 +158,16 @@ def resolve_config(
         except (OSError, ValueError, yaml.YAMLError, RecursionError) as exc:
             # ValueError covers invalid UTF-8 and YAML values Python refuses (a 5,000-digit int, 2001-02-30);
             # RecursionError, nesting deeper than the parser goes.
-            raise ValueError(f"{path}: cannot read the config file ({_reason(exc)})") from None
+            raise ConfigError(f"{path}: cannot read the config file ({_reason(exc)})") from None
         if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: a config file must be a mapping of options")
+            raise ConfigError(f"{path}: a config file must be a mapping of options")
         config = _merge(config, loaded, str(path), problems)
     if method is not None:
         config = _merge(config, METHODS[method], f"--method {method}", problems)
     config = _merge(config, _nest(overrides or {}), "command line", problems)
     problems += config.problems()
     if problems:
-        raise ValueError("invalid configuration: " + "; ".join(problems))
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
     return config
 
 

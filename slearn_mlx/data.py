@@ -29,13 +29,14 @@ from typing import Any, Iterator
 
 import jsonlines
 
+from slearn_mlx.errors import UserError
 from slearn_mlx.records import QAItem
 
 FORMATS = "question+answer, prompt+completion, messages, or instruction+output"
 _OPTION_LINE = re.compile(r"^\s*\(?([A-Za-z])[.):]\s*(.*)$")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A problem in a user's data file, located by file, line (or row, for tables and arrays) and field."""
 
     def __init__(self, path: str | Path, line: int | None, field: str | None, problem: str, unit: str = "line"):

@@ -12,6 +12,7 @@ import hashlib
 from pathlib import Path
 
 from slearn_mlx.config import RunConfig
+from slearn_mlx.errors import UserError
 from slearn_mlx.models import resolve_model
 from slearn_mlx.runs import STAGES, RunDir, read_json, write_json_atomic
 
@@ -23,7 +24,7 @@ PROBE_KEYS = ("probe_lead", "answer_grader")  # only where the probe grades
 FIRST_STAGE = {"model": "answer", "data": "answer", "answer": "answer", "grade": "grade", "test": "evaluate"}
 
 
-class RunMismatch(ValueError):
+class RunMismatch(UserError, ValueError):
     """The run directory was made with another model, data or config."""
 
 

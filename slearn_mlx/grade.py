@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from slearn_mlx.calibrate import Calibration, calibrate
+from slearn_mlx.errors import ConfigError, NotDone
 from slearn_mlx.judge import JUDGE_MODES, Judge
 from slearn_mlx.progress import progress_bar
 from slearn_mlx.prompts import PROBE_LEAD
@@ -194,7 +195,7 @@ def grade_deterministic(grader: str, item: QAItem, answer: str, f1_threshold: fl
             raise _not_multiple_choice(item)
         ok = answer_letter(answer, item.options) == item.reference_letter
         return ok, float(ok)
-    raise ValueError(f"unknown grader {grader!r}; choose one of {', '.join(DETERMINISTIC)}")
+    raise ConfigError(f"unknown grader {grader!r}; choose one of {', '.join(DETERMINISTIC)}")
 
 
 def _deterministic_name(grader: str, item: QAItem) -> str:
@@ -250,7 +251,7 @@ def grade_answers(
     start = time.perf_counter()
     missing = [item.id for item in items if item.id not in answers]
     if missing:
-        raise ValueError(
+        raise NotDone(
             f"{len(missing)} of {len(items)} items have no answer (first: {missing[0]}); run `slearn answer` first"
         )
     if config.grader == "option":
@@ -278,7 +279,7 @@ def grade_answers(
                 bar.update(1)
         if any(item.id not in done for item in to_judge):
             if judge is None:
-                raise ValueError(f"the {config.grader} grader needs a judge model")
+                raise ConfigError(f"the {config.grader} grader needs a judge model")
             prompts = {item.id: judge.prompt_tokens(item, answers[item.id].text) for item in to_judge}
             for batch in pending_batches(to_judge, done, config.batch_size, lambda item: len(prompts[item.id])):
                 for item, judgement in zip(batch, judge.judge([prompts[item.id] for item in batch])):
@@ -303,7 +304,7 @@ def calibrate_grades(grades_path: Path, labels: dict[str, bool], threshold: floa
     grades = read_records(grades_path, Grade)
     judged = [g for g in grades.values() if _scored(g) and g.id in labels]
     if not judged:
-        raise ValueError(
+        raise ConfigError(
             f"no judged answer carries a label ({len(labels)} labels, "
             f"{sum(_scored(g) for g in grades.values())} judged answers); "
             "calibration needs answers graded by a judge and labels for some of them"

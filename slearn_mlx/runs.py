@@ -35,6 +35,7 @@ from typing import Any, Callable, Container, Iterable, Iterator, TypeVar
 
 import jsonlines
 
+from slearn_mlx.errors import MissingInput, UserError
 from slearn_mlx.records import QAItem, Record
 
 STAGES = ("answer", "grade", "select", "train", "evaluate")
@@ -65,7 +66,7 @@ class RunDir:
     def require(self, path: Path, stage: str) -> Path:
         """`path`, or a message naming the stage to run first."""
         if not path.exists():
-            raise FileNotFoundError(f"{path.name} not found in {self.root}; run `slearn {stage}` first")
+            raise MissingInput(f"{path.name} not found in {self.root}; run `slearn {stage}` first")
         return path
 
 
@@ -79,7 +80,7 @@ _STORAGE_PROBLEMS = {
 }
 
 
-class StorageError(OSError):
+class StorageError(UserError, OSError):
     """A run directory that cannot be written: full, read-only or not ours."""
 
     def __str__(self) -> str:
@@ -103,7 +104,7 @@ def writing(path: Path):
         ) from None
 
 
-class RunInUse(OSError):
+class RunInUse(UserError, OSError):
     """Another process holds the run directory."""
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slearn_mlx.answer import AnswerConfig, question_text
+from slearn_mlx.errors import NotDone
 from slearn_mlx.grade import answer_letter, contains_reference, normalize
 from slearn_mlx.prompts import PROBE_LEAD, REPHRASE_TEMPLATE
 from slearn_mlx.records import Answer, Grade, QAItem
@@ -147,7 +148,7 @@ def pick(
     """Which pairs the strategy trains on; `rng` draws the replayed ones."""
     ungraded = [item.id for item in items if item.id not in grades]
     if ungraded:
-        raise ValueError(
+        raise NotDone(
             f"{len(ungraded)} of {len(items)} items are not graded (first: {ungraded[0]}); run `slearn grade` first"
         )
     n_wrong = sum(1 for item in items if not grades[item.id].correct)

@@ -33,6 +33,7 @@ from slearn_mlx.adapters import (
     build_optimizer,
     schedule_config,
 )
+from slearn_mlx.errors import ConfigError, MissingInput
 from slearn_mlx.progress import progress_bar
 from slearn_mlx.retention import AnchorTargets, anchor_indices, lead_tokens, mixed_batch, mixed_loss
 from slearn_mlx.runs import atomic_file, write_json_atomic, write_jsonl_atomic
@@ -359,7 +360,7 @@ def _load_checkpoint(path: Path, key: str, model, optimizer) -> tuple[TrainState
     try:
         arrays, metadata = mx.load(str(path), return_metadata=True)
         state = TrainState(**json.loads(metadata["state"]))
-    except Exception:  # a checkpoint we cannot read is one we do not have: training starts over
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError):  # unreadable, or another version's: start over
         return None
     if state.key != key:
         return None
@@ -432,7 +433,7 @@ def train_adapters(
 
     train_path = train_dir / "train.jsonl"
     if not train_path.exists():
-        raise FileNotFoundError(f"train.jsonl not found in {train_dir}; run `slearn select` first")
+        raise MissingInput(f"train.jsonl not found in {train_dir}; run `slearn select` first")
     rows = read_chat_rows(train_path)
     schedule = pair_epochs(rows, config.epochs, config.seed)
     if not rows:
@@ -442,7 +443,7 @@ def train_adapters(
     valid_set = CacheDataset(ChatDataset(valid_rows, tokenizer, mask_prompt=True)) if valid_rows else None
     if not scores_any_answer(train_set, config.max_seq_length):
         shortest = min(train_set[i][1] for i in range(len(train_set)))
-        raise ValueError(
+        raise ConfigError(
             f"{train_path}: train.max_seq_length {config.max_seq_length} cuts off every answer "
             f"(the shortest prompt has {shortest} tokens); raise it"
         )

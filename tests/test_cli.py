@@ -267,3 +267,22 @@ def test_adapters_on_gives_the_base_model_back(tiny_loaded, tiny_model, qa_file,
         during = model(tokens)
     after = model(tokens)
     assert not mx.allclose(before, during).item() and mx.array_equal(before, after).item()
+
+
+def test_a_bug_keeps_its_traceback_while_a_users_mistake_is_one_line(runner, tmp_path, monkeypatch):
+    """mlx reports shape mistakes as ValueError: one escaping our code is a bug, not a line blaming the user."""
+    from slearn_mlx import pipeline
+
+    def broken(*args, **kwargs):
+        raise ValueError("[matmul] Last dimension of first input with shape (4,8) must match second input (7,8)")
+
+    monkeypatch.setattr(pipeline, "stage_select", broken)
+    result = runner.invoke(cli, ["select", "--out", str(tmp_path / "run")])
+    assert isinstance(result.exception, ValueError) and "matmul" in str(result.exception)
+    assert not result.output.startswith("Error:")
+    mistake = runner.invoke(cli, ["select", "--out", str(tmp_path / "run"), "--budget", "2"])
+    assert (
+        mistake.exit_code == 1
+        and mistake.output.startswith("Error: invalid configuration")
+        and (mistake.output.count("\n") == 1)
+    )

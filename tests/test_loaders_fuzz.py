@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from slearn_mlx.calibrate import read_labels
 from slearn_mlx.cli import cli
 from slearn_mlx.data import DataError, load_items
+from slearn_mlx.errors import UserError
 from slearn_mlx.prompts import ANSWER_FIELDS, JUDGE_FIELDS, JUDGE_REQUIRED, MCQ_FIELDS, read_template
 
 from conftest import write_jsonl
@@ -52,8 +53,9 @@ def write(directory: Path, data: bytes, suffix: str = ".jsonl") -> Path:
 
 
 def assert_user_error(exc: BaseException, path: Path) -> None:
-    """A user's mistake: a ValueError/OSError, one line, naming the file (and the line, for a per-line problem)."""
-    assert isinstance(exc, (ValueError, OSError)), repr(exc)
+    """A user's mistake: a UserError (what the command shows as one line), one line, naming the file (and the
+    line, for a per-line problem)."""
+    assert isinstance(exc, UserError), repr(exc)
     message = str(exc)
     assert len(message.splitlines()) == 1, message
     assert str(path) in message, message
