@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from slearn_mlx.data import DataError, iter_jsonl, quoted
+from slearn_mlx.common import pct, quoted
+from slearn_mlx.data import DataError, iter_jsonl
 from slearn_mlx.errors import ConfigError
 
 
@@ -39,16 +40,12 @@ class Calibration:
             f"calibrated on {self.after.n} answers labelled by {self.label_source}: "
             f"agreement {100 * self.before.agreement:.1f}% -> {100 * self.after.agreement:.1f}% "
             f"(threshold {self.before.threshold:.3f} -> {self.after.threshold:.3f}); "
-            f"wrong precision {_pct(self.before.precision_wrong)} -> {_pct(self.after.precision_wrong)}, "
-            f"recall {_pct(self.before.recall_wrong)} -> {_pct(self.after.recall_wrong)}"
+            f"wrong precision {pct(self.before.precision_wrong, 'n/a')} -> {pct(self.after.precision_wrong, 'n/a')}, "
+            f"recall {pct(self.before.recall_wrong, 'n/a')} -> {pct(self.after.recall_wrong, 'n/a')}"
         )
 
     def to_json(self) -> dict:
         return {"label_source": self.label_source, "before": asdict(self.before), "after": asdict(self.after)}
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 def agreement_at(scores: list[float], labels: list[bool], threshold: float) -> Agreement:

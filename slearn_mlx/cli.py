@@ -13,6 +13,7 @@ from slearn_mlx.adapters import FINE_TUNE_TYPES, OPTIMIZERS, SCHEDULES
 from slearn_mlx.grade import ANSWER_GRADERS, GRADERS
 from slearn_mlx.judge import JUDGE_MODES
 
+
 def user_errors(command):
     """Turn a user's mistake (`UserError`) into a one-line error and exit status 1. Anything else is a bug and keeps
     its traceback: mlx reports shape and dtype mistakes as ValueError, which must not read as the user's."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from slearn_mlx.answer import AnswerConfig
+from slearn_mlx.common import quoted
 from slearn_mlx.data import Fields
 from slearn_mlx.errors import ConfigError
 from slearn_mlx.grade import GradeConfig
@@ -54,11 +55,11 @@ def _merge(config: RunConfig, values: dict[str, Any], source: str, problems: lis
             updates = {}
             for name, v in value.items():
                 if name not in known:
-                    problems.append(f"{source}: unknown option {_quoted(f'{key}.{name}')}")
+                    problems.append(f"{source}: unknown option {quoted(f'{key}.{name}')}")
                     continue
                 ok, v = _coerce(known[name].type, v)
                 if not ok:
-                    problems.append(f"{source}: '{key}.{name}' must be {known[name].type}, got {_quoted(v)}")
+                    problems.append(f"{source}: '{key}.{name}' must be {known[name].type}, got {quoted(v)}")
                     continue
                 updates[name] = v
             top[key] = replace(stage, **updates)
@@ -73,14 +74,8 @@ def _merge(config: RunConfig, values: dict[str, Any], source: str, problems: lis
                 continue
             top[key] = value
         else:
-            problems.append(f"{source}: unknown option {_quoted(key)}")
+            problems.append(f"{source}: unknown option {quoted(key)}")
     return replace(config, **top)
-
-
-def _quoted(key: Any) -> str:
-    """A key as it can be shown on one line: repr, cut to 40 characters."""
-    text = repr(key)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}

@@ -29,6 +29,7 @@ from typing import Any, Iterator
 
 import jsonlines
 
+from slearn_mlx.common import quoted
 from slearn_mlx.errors import UserError
 from slearn_mlx.records import QAItem
 
@@ -67,11 +68,6 @@ class Fields:
         renamed = {k: v for k, v in obj.items() if k not in sources and k not in mapping}
         renamed |= {name: obj[source] for name, source in mapping.items() if source in obj}
         return renamed
-
-
-def quoted(value: str) -> str:
-    """A user's value quoted in a message: on one line, and short even when the value is not."""
-    return repr(value if len(value) <= 40 else value[:40] + "...")
 
 
 def _encodable(value: str, field: str, path, line: int) -> str:

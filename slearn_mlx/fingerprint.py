@@ -8,9 +8,9 @@ differs, and `--force` starts over from the first stage it affects.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from slearn_mlx.common import file_hash, quoted
 from slearn_mlx.config import RunConfig
 from slearn_mlx.errors import UserError
 from slearn_mlx.models import resolve_model
@@ -40,8 +40,7 @@ def file_digest(path: Path, known: dict | None = None) -> dict:
     if known and all(known.get(k) == v for k, v in identity.items()) and "sha256" in known:
         _digests[key] = known["sha256"]
     if key not in _digests:
-        with open(path, "rb") as handle:
-            _digests[key] = hashlib.file_digest(handle, "sha256").hexdigest()
+        _digests[key] = file_hash(path)
     return identity | {"sha256": _digests[key]}
 
 
@@ -149,10 +148,8 @@ def _fields(value: dict) -> str:
 
 
 def _short(value) -> str:
-    if isinstance(value, dict):
-        value = value.get("path", value.get("id"))
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "...'"
+    """A setting's value in a message; a model by its path or id."""
+    return quoted(value.get("path", value.get("id")) if isinstance(value, dict) else value)
 
 
 def differences(stored: dict, current: dict) -> dict[str, str]:

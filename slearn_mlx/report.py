@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from slearn_mlx.common import pct
 from slearn_mlx.runs import atomic_file, write_json_atomic
 
 COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"]
@@ -13,15 +14,11 @@ STAGE_COLORS = {"answer": "#4c72b0", "grade": "#dd8452", "calibrate": "#da8bc3",
                 "train": "#55a868"}  # fmt: skip
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
 def _pm(value: float | None, spread: float | None, percent: bool = True) -> str:
     """A mean with its spread over seeds: 85.0% ± 1.2."""
     if value is None:
         return "-"
-    text = _pct(value) if percent else f"{value:.1f}"
+    text = pct(value) if percent else f"{value:.1f}"
     if spread is None:
         return text
     return f"{text} ± {100 * spread:.1f}" if percent else f"{text} ± {spread:.1f}"
@@ -64,7 +61,7 @@ def markdown(report: dict) -> str:
         "",
         f"Training set {report['data']} ({report['n_items']} items, {report['n_wrong']} graded wrong by "
         f"{report['grader']}); held-out {report['test']} ({report['n_test']} items). "
-        f"Base model held-out accuracy {_pct(report['base_accuracy'])}."
+        f"Base model held-out accuracy {pct(report['base_accuracy'])}."
         + (f" Every strategy ran with {seeds} seeds: means ± standard deviation over seeds." if seeds > 1 else ""),
         "",
         "| strategy | items trained | "
@@ -220,14 +217,14 @@ def accuracy_plot(report: dict, width: int = 700) -> str:
             body.append(
                 f'<rect x="{left}" y="{yy + j * bar}" width="{value * scale:.1f}" height="{bar - 1}" fill="{color}"/>'
             )
-            body.append(_text(left + value * scale + 4, yy + j * bar + bar - 2, _pct(value)))
+            body.append(_text(left + value * scale + 4, yy + j * bar + bar - 2, pct(value)))
     base = report.get("base_accuracy")
     if base is not None:
         xx = left + base * scale
         body.append(
             f'<line x1="{xx:.1f}" y1="{top - 4}" x2="{xx:.1f}" y2="{height - 6}" stroke="#c44e52" stroke-dasharray="4 3"/>'
         )
-        body.append(_text(xx + 3, height - 8, f"base {_pct(base)}", fill="#c44e52"))
+        body.append(_text(xx + 3, height - 8, f"base {pct(base)}", fill="#c44e52"))
     return _svg(width, height, body, "Accuracy per strategy (0-100%)")
 
 
@@ -271,12 +268,12 @@ def tradeoff_plot(report: dict, width: int = 700, height: int = 380) -> str:
     for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
         sec, acc = x_hi * frac, y_lo + (y_hi - y_lo) * frac
         body += [_text(x(sec), height - bottom + 14, f"{sec:.0f}", "middle"),
-                 _text(left - 4, y(acc) + 4, _pct(acc), "end"),
+                 _text(left - 4, y(acc) + 4, pct(acc), "end"),
                  f'<line x1="{left}" y1="{y(acc):.1f}" x2="{width - right}" y2="{y(acc):.1f}" stroke="#eee"/>']  # fmt: skip
     base = report.get("base_accuracy")
     if base is not None:
         body += [f'<line x1="{left}" y1="{y(base):.1f}" x2="{width - right}" y2="{y(base):.1f}" stroke="#c44e52" '
-                 'stroke-dasharray="4 3"/>', _text(width - right - 4, y(base) - 4, f"base {_pct(base)}", "end",
+                 'stroke-dasharray="4 3"/>', _text(width - right - 4, y(base) - 4, f"base {pct(base)}", "end",
                  fill="#c44e52")]  # fmt: skip
     for i, r in enumerate(points):
         color, cx, cy = COLORS[i % len(COLORS)], x(r["total_seconds"]), y(r["accuracy"])
@@ -288,7 +285,7 @@ def tradeoff_plot(report: dict, width: int = 700, height: int = 380) -> str:
             body.append(f'<line x1="{cx:.1f}" y1="{y(r["accuracy"] - dy):.1f}" x2="{cx:.1f}" y2="{y(r["accuracy"] + dy):.1f}" '
                         f'stroke="{color}"/>')  # fmt: skip
         body.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{color}" stroke="#000">'
-                    f"<title>{html.escape(r['strategy'])}: {_pct(r['accuracy'])}, {r['total_seconds']:.0f} s</title>"
+                    f"<title>{html.escape(r['strategy'])}: {pct(r['accuracy'])}, {r['total_seconds']:.0f} s</title>"
                     "</circle>")  # fmt: skip
         body.append(f'<circle cx="{width - right + 17}" cy="{top + 16 * i + 5}" r="5" fill="{color}" stroke="#000"/>')
         body.append(_text(width - right + 26, top + 16 * i + 9, r["strategy"]))
@@ -310,7 +307,7 @@ def page(report: dict) -> str:
     summary = (
         f"Training set {html.escape(report['data'])}: {report['n_items']} items, {report['n_wrong']} graded wrong "
         f"by {html.escape(report['grader'])}. Held-out {html.escape(report['test'])}: {report['n_test']} items; "
-        f"base model {_pct(report['base_accuracy'])}."
+        f"base model {pct(report['base_accuracy'])}."
     )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>slearn compare</title>

@@ -33,6 +33,7 @@ from slearn_mlx.adapters import (
     build_optimizer,
     schedule_config,
 )
+from slearn_mlx.common import file_hash
 from slearn_mlx.errors import ConfigError, MissingInput
 from slearn_mlx.progress import progress_bar
 from slearn_mlx.retention import AnchorTargets, anchor_indices, lead_tokens, mixed_batch, mixed_loss
@@ -261,16 +262,11 @@ def answer_loss(model, tokens, bounds, positions, scored, *, mastery: bool = Fal
     return loss, n_tokens, mx.stop_gradient(hit.all(axis=1))
 
 
-def file_sha1(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.sha1(handle.read()).hexdigest()
-
-
 def training_key(config: TrainConfig, train_dir: Path) -> str:
     """A hash of what training computes from: the train and valid files and every setting but how often to
     checkpoint. Adapters and checkpoints carry it, so a changed selection or config retrains."""
     names = ("train.jsonl", "valid.jsonl") + ((ANCHORS_FILE,) if config.kl > 0 else ())
-    files = [file_sha1(train_dir / name) if (train_dir / name).exists() else None for name in names]
+    files = [file_hash(train_dir / name, "sha1") if (train_dir / name).exists() else None for name in names]
     settings = asdict(config)
     del settings["checkpoint_every"]
     return hashlib.sha1(json.dumps([files, settings], sort_keys=True).encode()).hexdigest()
