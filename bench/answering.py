@@ -28,10 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import MEDMCQA, torch_default_model
 from variants import report, run_interleaved
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "slearn_mlx" / "datasets" / "medmcqa" / "train.jsonl"
+DATA = MEDMCQA
 
 
 def questions(n: int):
@@ -77,17 +77,10 @@ def run_mlx_lm(n: int, max_tokens: int, batch_size: int) -> dict:
 
 
 def run_torch(n: int, max_tokens: int, batch_size: int) -> dict:
-    import torch
-    from transformers import AutoTokenizer, LlamaForCausalLM
-
     from slearn_mlx.answer import question_text
-    from slearn_mlx.models import default_model_path
 
-    torch.set_num_threads(os.cpu_count() or 1)
-    path = default_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    tokenizer.padding_side = "left"
-    model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    torch, tokenizer, model = torch_default_model(padding_side="left")
+    model.eval()
     items = questions(n)
     texts = [
         tokenizer.apply_chat_template([{"role": "user", "content": question_text(item)}], add_generation_prompt=True,

@@ -13,21 +13,16 @@ Prints items/s (median), peak resident memory, and the speed relative to batch
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import MEDMCQA, peak_rss_mb
 from variants import report, run_interleaved
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "slearn_mlx" / "datasets" / "medmcqa" / "train.jsonl"
-
-
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+DATA = MEDMCQA
 
 
 def run(stage: str, batch: int, n: int, answers: Path) -> dict:
@@ -52,7 +47,7 @@ def run(stage: str, batch: int, n: int, answers: Path) -> dict:
                 GradeConfig(grader="judge", batch_size=batch), judge=Judge(model, tokenizer), progress=False,
             )  # fmt: skip
         seconds = time.perf_counter() - start
-    return {"seconds": seconds, "peak_mb": peak_mb()}
+    return {"seconds": seconds, "peak_mb": peak_rss_mb()}
 
 
 def main() -> int:

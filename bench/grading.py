@@ -31,18 +31,19 @@ import slearn_mlx  # noqa: F401  (BLAS preload before mlx)
 from slearn_mlx.answer import AnswerConfig, answer_items
 from slearn_mlx.calibrate import agreement_at, fit_threshold
 from slearn_mlx.data import load_items
-from slearn_mlx.grade import contains_reference, grade_deterministic
+from slearn_mlx.grade import grade_deterministic
 from slearn_mlx.judge import Judge
 from slearn_mlx.models import load_model
 from slearn_mlx.records import Answer, QAItem
 from slearn_mlx.runs import read_records
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import MEDMCQA
+
 BATCH = 16
 
 
 def medmcqa(n: int):
-    items = load_items(ROOT / "slearn_mlx" / "datasets" / "medmcqa" / "train.jsonl")[:n]
+    items = load_items(MEDMCQA)[:n]
     return items, lambda item, text: grade_deterministic("option", item, text)[0]
 
 
@@ -53,9 +54,9 @@ def nq_open(n: int):
     path = Path(spec.submodule_search_locations[0]) / "data" / "NQ-open" / "combined.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     rows = random.Random(0).sample(rows, n)
-    aliases = {f"nq-{i}": row["answer"] for i, row in enumerate(rows)}
-    items = [QAItem(f"nq-{i}", row["question"] + "?", row["answer"][0]) for i, row in enumerate(rows)]
-    return items, lambda item, text: any(contains_reference(text, a) for a in aliases[item.id])
+    items = [QAItem(f"nq-{i}", row["question"] + "?", row["answer"][0], aliases=row["answer"][1:] or None)
+             for i, row in enumerate(rows)]  # fmt: skip
+    return items, lambda item, text: grade_deterministic("contains", item, text)[0]
 
 
 def text_verdict(reply: str) -> bool:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
 import sys
@@ -32,10 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import MEDMCQA, torch_default_model
 from variants import report, run_interleaved, run_variant
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "slearn_mlx" / "datasets" / "medmcqa" / "train.jsonl"
+DATA = MEDMCQA
 BATCH = 16
 TEXT_MAX_TOKENS = 16
 
@@ -153,17 +152,10 @@ def run_text_batched(answers_path: Path, n: int) -> dict:
 
 
 def run_torch(answers_path: Path, n: int) -> dict:
-    import torch
-    from transformers import AutoTokenizer, LlamaForCausalLM
-
     from slearn_mlx.judge import NO_WORDS, YES_WORDS
-    from slearn_mlx.models import default_model_path
 
-    torch.set_num_threads(os.cpu_count() or 1)
-    path = default_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    tokenizer.padding_side = "left"
-    model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    torch, tokenizer, model = torch_default_model(padding_side="left")
+    model.eval()
     from slearn_mlx.judge import judge_prompt
     from slearn_mlx.prompts import VERDICT_TEMPLATE
 

@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import peak_rss_mb, torch_default_model
 from variants import report, run_interleaved
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,10 +58,6 @@ def sequence_tokens(data: Path) -> int:
     rows = [json.loads(line) for line in open(data / "train.jsonl")]
     dataset = ChatDataset(rows, load_tokenizer(default_model_path()), mask_prompt=True)
     return sum(len(dataset.process(dataset[i])[0]) for i in range(len(dataset)))
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # --------------------------------------------------------------------------- variants (one per process)
@@ -145,17 +141,10 @@ def run_mlx_lm(data: Path) -> dict:
 
 def run_torch(data: Path) -> dict:
     """PyTorch + transformers + peft on the CPU, the same weights read from the same directory."""
-    import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from slearn_mlx.models import default_model_path
-
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch, tokenizer, model = torch_default_model()
     torch.manual_seed(0)
-    path = default_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32)
     n_layers = model.config.num_hidden_layers
     lora = LoraConfig(r=RANK, lora_alpha=SCALE * RANK, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
                       layers_to_transform=list(range(n_layers - LAYERS, n_layers)))  # fmt: skip
