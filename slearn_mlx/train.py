@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -115,7 +115,10 @@ class TrainSummary:
     @classmethod
     def skip(cls, reason: str) -> "TrainSummary":
         """A stage that trained nothing, and why."""
-        return cls(0, 0, 0, 0, 0, 0.0, None, None, skipped=reason)
+        return cls(
+            n_examples=0, epochs=0, steps=0, n_tokens=0, n_seq_tokens=0, seconds=0.0, train_loss=None,
+            val_loss=None, skipped=reason,
+        )  # fmt: skip
 
     def __str__(self) -> str:
         if self.skipped:
@@ -408,7 +411,7 @@ def train_adapters(
     *,
     model_name: str | None = None,
     progress: bool = True,
-    stop_after_steps: int | None = None,
+    before_step: Callable[[int], bool] | None = None,
 ) -> TrainSummary:
     """Train LoRA adapters on train_dir/train.jsonl and save them to adapter_dir.
 
@@ -419,8 +422,8 @@ def train_adapters(
     a later call with the same data and config continues from it and ends with
     the adapters an uninterrupted run would have. Losses go to
     train_dir/losses.jsonl, one line per epoch. An empty selection returns a
-    summary saying so and writes no adapters. `stop_after_steps` ends the call
-    after that many steps of this process, as a kill would (for tests).
+    summary saying so and writes no adapters. `before_step(n)` is called before
+    each step with the steps this call has taken; True ends the call there, as a kill would.
     """
     import mlx.core as mx
     import mlx.nn as nn
@@ -523,10 +526,10 @@ def train_adapters(
             rng = np.random.default_rng([config.seed, state.epoch])
             batches = batch_order(train_set, batch_size, rng, state.pool)
             for indices in batches[state.batch :]:
-                if stop_after_steps is not None and state.step - resumed_at >= stop_after_steps:
+                if before_step is not None and before_step(state.step - resumed_at):
                     if restore_blocks is not None:
                         restore_blocks()
-                    return TrainSummary.skip(f"stopped after {stop_after_steps} steps")
+                    return TrainSummary.skip(f"stopped after {state.step - resumed_at} steps")
                 if targets is None:
                     batch = make_batch(train_set, indices, config.max_seq_length)
                 else:  # the step's anchors ride in the same batch as its training pairs
@@ -590,7 +593,15 @@ def train_adapters(
     checkpoint.unlink(missing_ok=True)
     last = state.history[-1]
     return TrainSummary(
-        len(rows), len(state.history), state.step, state.n_tokens, state.n_seq_tokens,
-        state.seconds + time.perf_counter() - clock[0], last["train_loss"], state.best_val, state.best_epoch,
-        resumed_at, longest=min(max(len(train_set[i][0]) for i in range(len(train_set))), config.max_seq_length),
-    )  # fmt: skip
+        n_examples=len(rows),
+        epochs=len(state.history),
+        steps=state.step,
+        n_tokens=state.n_tokens,
+        n_seq_tokens=state.n_seq_tokens,
+        seconds=state.seconds + time.perf_counter() - clock[0],
+        train_loss=last["train_loss"],
+        val_loss=state.best_val,
+        best_epoch=state.best_epoch,
+        resumed_at_step=resumed_at,
+        longest=min(max(len(train_set[i][0]) for i in range(len(train_set))), config.max_seq_length),
+    )

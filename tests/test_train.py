@@ -20,6 +20,11 @@ from slearn_mlx.select import chat_example
 from slearn_mlx.train import TrainConfig, answer_loss, iterate_batches, make_batch, mean_loss, train_adapters
 
 
+def stop_after(steps: int | None):
+    """A `before_step` that ends training after `steps` steps of the call, as a kill would; None: never."""
+    return None if steps is None else (lambda done: done >= steps)
+
+
 def write_train_dir(path, n: int):
     path.mkdir(parents=True, exist_ok=True)
     rows = [chat_example(QAItem(str(i), f"What is item {i}?", f"Item {i} is the answer")) for i in range(n)]
@@ -187,7 +192,7 @@ def test_a_run_stopped_and_resumed_ends_with_the_uninterrupted_adapters(tiny_mod
         model, tokenizer = load_model(tiny_model)
         cut = train_adapters(
             model, tokenizer, tmp_path / "cut/train", tmp_path / "cut/a", config, progress=False,
-            stop_after_steps=steps,
+            before_step=stop_after(steps),
         )  # fmt: skip
     assert cut.resumed_at_step == 8 and cut.steps == whole.steps == 12
     expected, got = _adapters(tmp_path / "whole/a"), _adapters(tmp_path / "cut/a")
@@ -200,7 +205,9 @@ def test_a_checkpoint_of_other_training_is_not_resumed(tiny_model, tmp_path):
     write_train_dir(tmp_path / "train", 6)
     model, tokenizer = load_model(tiny_model)
     config = TrainConfig(epochs=2, batch_size=2, num_layers=2, checkpoint_every=1)
-    train_adapters(model, tokenizer, tmp_path / "train", tmp_path / "a", config, progress=False, stop_after_steps=2)
+    train_adapters(
+        model, tokenizer, tmp_path / "train", tmp_path / "a", config, progress=False, before_step=stop_after(2)
+    )
     assert (tmp_path / "train/checkpoint.safetensors").exists()
     model, tokenizer = load_model(tiny_model)
     summary = train_adapters(
@@ -296,7 +303,7 @@ def test_a_run_with_anchors_resumes_to_the_uninterrupted_adapters(tiny_model, tm
     for steps in (2, None):  # stopped mid-epoch, at a checkpoint
         model, tokenizer = load_model(tiny_model)
         cut = train_adapters(model, tokenizer, tmp_path / "cut/train", tmp_path / "cut/a", config, progress=False,
-                             stop_after_steps=steps)  # fmt: skip
+                             before_step=stop_after(steps))  # fmt: skip
     assert cut.resumed_at_step == 2
     expected, got = _adapters(tmp_path / "whole/a"), _adapters(tmp_path / "cut/a")
     assert all(mx.array_equal(expected[k], got[k]).item() for k in expected)
@@ -391,7 +398,7 @@ def test_accumulation_and_checkpointing_resume_exactly(tiny_model, tmp_path):
     for steps in (3, None):  # step 3 is half an update: the checkpoint is the one after step 2
         model, tokenizer = load_model(tiny_model)
         cut = train_adapters(model, tokenizer, tmp_path / "cut/train", tmp_path / "cut/a", config, progress=False,
-                             stop_after_steps=steps)  # fmt: skip
+                             before_step=stop_after(steps))  # fmt: skip
     assert cut.resumed_at_step == 2 and cut.steps == 10
     expected, got = _adapters(tmp_path / "whole/a"), _adapters(tmp_path / "cut/a")
     assert all(mx.array_equal(expected[k], got[k]).item() for k in expected)
@@ -426,7 +433,7 @@ def test_skip_learned_leaves_out_pairs_the_model_already_writes_and_resumes_exac
     for steps in (stop, None):
         model, tokenizer = load_model(tiny_model)
         cut = train_adapters(model, tokenizer, tmp_path / "cut/train", tmp_path / "cut/a", config, progress=False,
-                             stop_after_steps=steps)  # fmt: skip
+                             before_step=stop_after(steps))  # fmt: skip
     assert cut.resumed_at_step == stop and cut.steps == whole.steps
     expected, got = _adapters(tmp_path / "whole/a"), _adapters(tmp_path / "cut/a")
     assert all(mx.array_equal(expected[k], got[k]).item() for k in expected)
