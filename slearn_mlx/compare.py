@@ -55,8 +55,7 @@ _FLAGS = {"own": "own", "rephrase": "rephrase"}
 _TRAIN_FLAGS = {"skip": "skip_learned"}
 _PART = re.compile(r"^([a-z]+?)(\d+(?:\.\d*)?(?:e-?\d+)?)?$")
 # Files a strategy's run directory starts from: the base model's work, done once.
-SHARED = ("config.json", "fingerprint.json", "items.jsonl", "answers.jsonl", "grades.jsonl", "probe.jsonl",
-          "calibration.json", "calibration_answers.jsonl", "eval/base_answers.jsonl", "eval/base_grades.jsonl")  # fmt: skip
+SHARED = ("config", "fingerprint", "items", "answers", "grades", "probe", "calibration", "calibration_answers")
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
@@ -158,11 +157,15 @@ def _seed_run(run: RunDir, source: RunDir, base: RunDir) -> None:
     """Start a strategy's run directory from the grades it selects by (`source`: the base model's answers and
     grades, or its probe) and the base model's evaluation, which every strategy shares."""
     lock_run(run)
-    for name in SHARED:
-        origin = base if name.startswith("eval/") else source
-        if (origin.root / name).exists() and not (run.root / name).exists():
-            (run.root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(origin.root / name, run.root / name)
+    copies = [(getattr(source, name), getattr(run, name)) for name in SHARED]
+    copies += [
+        (base.eval_answers("base"), run.eval_answers("base")),
+        (base.eval_grades("base"), run.eval_grades("base")),
+    ]
+    for origin, copy in copies:
+        if origin.exists() and not copy.exists():
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(origin, copy)
 
 
 def _seed_result(run: RunDir, base_report: dict, strategy: Strategy, seed: int) -> SeedResult:
@@ -175,7 +178,7 @@ def _seed_result(run: RunDir, base_report: dict, strategy: Strategy, seed: int) 
     spent = {stage: float(src["seconds"][stage]) for stage, src in paid.items() if stage in src.get("seconds", {})}
     return SeedResult(
         seed, int(report.get("n_selected", 0)), spent, report.get("adapted_accuracy"), report.get("retention"),
-        read_chat_rows(run.train_dir / "losses.jsonl"),
+        read_chat_rows(run.losses),
     )  # fmt: skip
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, ContextManager
 
 from slearn_mlx.adapters import adapters_on, has_adapters, remove_adapters
@@ -19,7 +18,7 @@ from slearn_mlx.answer import AnswerConfig, answer_items
 from slearn_mlx.grade import GradeConfig, grade_answers
 from slearn_mlx.judge import Judge
 from slearn_mlx.records import Answer, Grade, QAItem
-from slearn_mlx.runs import read_records
+from slearn_mlx.runs import RunDir, read_records
 
 
 @dataclass(frozen=True)
@@ -43,6 +42,13 @@ class EvalSummary:
         )
 
 
+def forget_adapted(run: RunDir) -> None:
+    """Delete what was evaluated with adapters that are being replaced; the base model's answers stay."""
+    for variant in ("adapted", "retention"):
+        run.eval_answers(variant).unlink(missing_ok=True)
+        run.eval_grades(variant).unlink(missing_ok=True)
+
+
 def accuracy(items: list[QAItem], grades: dict[str, Grade]) -> float:
     return sum(grades[item.id].correct for item in items) / len(items)
 
@@ -51,8 +57,7 @@ def evaluate_adapters(
     model,
     tokenizer,
     test_items: list[QAItem],
-    eval_dir: Path,
-    adapter_dir: Path | None,
+    run: RunDir,
     answer_config: AnswerConfig = AnswerConfig(),
     grade_config: GradeConfig = GradeConfig(),
     *,
@@ -60,8 +65,8 @@ def evaluate_adapters(
     progress: bool = True,
     known_items: list[QAItem] | None = None,
 ) -> EvalSummary:
-    """Answer and grade the test items with the base model, then with the adapters in adapter_dir,
-    and the `known_items` (training items the base model got right) with the adapters: retention.
+    """Answer and grade the test items with the base model, then with the run's adapters, and the `known_items`
+    (training items the base model got right) with the adapters: retention.
 
     `make_judge` gives the judge for judge graders; it is entered after the
     adapters are removed again, so a self-judge is the base model.
@@ -70,14 +75,14 @@ def evaluate_adapters(
     remove_adapters(model)  # the base model, whatever was trained on it in this process
     variants = {"base": test_items}
     answer = lambda variant, items: answer_items(  # noqa: E731
-        model, tokenizer, items, eval_dir / f"{variant}_answers.jsonl", answer_config, progress=progress
+        model, tokenizer, items, run.eval_answers(variant), answer_config, progress=progress
     )
     answer("base", test_items)
-    if has_adapters(adapter_dir):
+    if has_adapters(run.adapters):
         variants["adapted"] = test_items
         if known_items:
             variants["retention"] = known_items
-        with adapters_on(model, adapter_dir):
+        with adapters_on(model, run.adapters):
             answer("adapted", test_items)
             if known_items:
                 answer("retention", known_items)
@@ -85,8 +90,8 @@ def evaluate_adapters(
     results = {}
     with make_judge() as judge:
         for variant, items in variants.items():
-            answers = read_records(eval_dir / f"{variant}_answers.jsonl", Answer)
-            grades_path = eval_dir / f"{variant}_grades.jsonl"
+            answers = read_records(run.eval_answers(variant), Answer)
+            grades_path = run.eval_grades(variant)
             grade_answers(items, answers, grades_path, grade_config, judge=judge, progress=progress)
             results[variant] = accuracy(items, read_records(grades_path, Grade))
     return EvalSummary(

@@ -12,17 +12,16 @@ import shutil
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import Callable, Iterator
 
-from slearn_mlx.adapters import ADAPTER_CONFIG, ADAPTER_FILE, has_adapters
+from slearn_mlx.adapters import has_adapters
 from slearn_mlx.answer import AnswerSummary, answer_items
 from slearn_mlx.ask import SideBySide, ask
 from slearn_mlx.calibrate import Calibration, read_labels, save_calibration
 from slearn_mlx.config import RunConfig, save_config
 from slearn_mlx.data import load_items
 from slearn_mlx.errors import ConfigError, MissingInput
-from slearn_mlx.evaluate import EvalSummary, evaluate_adapters
+from slearn_mlx.evaluate import EvalSummary, evaluate_adapters, forget_adapted
 from slearn_mlx.fingerprint import (
     FIRST_STAGE,
     check_fingerprint,
@@ -56,13 +55,11 @@ from slearn_mlx.runs import (
     update_report,
     write_jsonl_atomic,
 )
-from slearn_mlx.select import SelectSummary, pick, rephrase_prompt, select_unknown
+from slearn_mlx.select import SelectSummary, rephrase_items, select_unknown
 from slearn_mlx.train import (
-    ANCHORS_FILE,
-    CHECKPOINT_FILE,
     TrainSummary,
+    already_trained,
     train_adapters,
-    training_key,
 )
 
 
@@ -110,28 +107,12 @@ def judge_for(config: RunConfig, models: SharedModel) -> Iterator[Judge | None]:
             mx.clear_cache()
 
 
-def _outputs(run: RunDir, stage: str) -> list[Path]:
-    """What a stage writes, which --force deletes."""
-    return {
-        "answer": [run.answers],
-        "grade": [run.grades, run.probe, run.calibration, run.calibration_answers],
-        "select": [
-            run.rephrased,
-            run.train_dir / "train.jsonl",
-            run.train_dir / "valid.jsonl",
-            run.train_dir / ANCHORS_FILE,
-        ],  # fmt: skip
-        "train": [run.adapters, run.train_dir / "losses.jsonl", run.train_dir / CHECKPOINT_FILE],
-        "evaluate": [run.eval_dir],
-    }[stage]
-
-
 def clear_stage(run: RunDir, stage: str) -> None:
     """Delete one stage's outputs."""
     if not run.root.exists():
         return
     lock_run(run)
-    for path in _outputs(run, stage):
+    for path in run.outputs(stage):
         if path.is_dir():
             shutil.rmtree(path)
         else:
@@ -327,16 +308,12 @@ def stage_select(
     save_config(run, config)
     select = config.select
     answers = read_records(run.answers, Answer) if select.own else None
-    rephrased = None
-    if select.rephrase and not select.all:
-        unknown = pick(items, grades, select, config.grade.cut, random.Random(select.seed)).unknown
-        model, tokenizer = (models or SharedModel(config.model, config.trust_remote_code)).get()
-        answer_items(
-            model, tokenizer, unknown, run.rephrased, config.answer, progress=progress, desc="rephrase",
-            user_message=lambda item: rephrase_prompt(item, config.answer),
-        )  # fmt: skip
-        rephrased = read_records(run.rephrased, Answer)
-    summary = select_unknown(items, grades, run.train_dir, select, config.answer, config.grade.cut, answers, rephrased)
+    models = models or SharedModel(config.model, config.trust_remote_code)
+
+    def rephrase(unknown: list[QAItem]) -> dict[str, Answer]:
+        return rephrase_items(*models.get(), unknown, run.rephrased, config.answer, progress=progress)
+
+    summary = select_unknown(items, grades, run.train_dir, select, config.answer, config.grade.cut, answers, rephrase)
     summary = replace(summary, seconds=time.perf_counter() - start)
     _record(run, "select", summary, n_selected=summary.n_selected)
     return summary
@@ -344,18 +321,14 @@ def stage_select(
 
 def stage_train(run: RunDir, config: RunConfig, models: SharedModel, *, progress: bool = True) -> TrainSummary:
     _check(run, config)
-    run.require(run.train_dir / "train.jsonl", "select")
-    if (run.adapters / ADAPTER_FILE).exists():
-        trained_on = read_json(run.adapters / ADAPTER_CONFIG).get("training_key")
-        if trained_on == training_key(config.train, run.train_dir):
-            return TrainSummary.skip(f"adapters already trained in {run.adapters}; --force retrains")
+    run.require(run.train_file, "select")
+    if already_trained(run.adapters, run.train_dir, config.train):
+        return TrainSummary.skip(f"adapters already trained in {run.adapters}; --force retrains")
     # New or changed selection or settings: older adapters and what was evaluated with them are stale. A checkpoint
     # stays: train_adapters resumes it only if it comes from this very training (same data and config).
     lock_run(run)
     shutil.rmtree(run.adapters, ignore_errors=True)
-    for variant in ("adapted", "retention"):
-        for stale in run.eval_dir.glob(f"{variant}_*.jsonl"):
-            stale.unlink()
+    forget_adapted(run)
     model, tokenizer = models.get()
     _begin(run, config, "train")
     summary = train_adapters(
@@ -385,7 +358,7 @@ def stage_evaluate(
     model, tokenizer = models.get()
     _begin(run, config, "evaluate")
     summary = evaluate_adapters(
-        model, tokenizer, test_items, run.eval_dir, run.adapters, config.answer, config.grade.for_answers,
+        model, tokenizer, test_items, run, config.answer, config.grade.for_answers,
         make_judge=lambda: judge_for(config, models), progress=progress, known_items=known,
     )  # fmt: skip
     _record(

@@ -39,6 +39,11 @@ from slearn_mlx.errors import MissingInput, UserError
 from slearn_mlx.records import QAItem, Record
 
 STAGES = ("answer", "grade", "select", "train", "evaluate")
+# The training directory in mlx-lm's layout (`mlx_lm.lora --data RUN/train` reads it), and what training adds.
+TRAIN_FILE, VALID_FILE = "train.jsonl", "valid.jsonl"
+ANCHORS_FILE = "anchors.jsonl"  # known pairs the KL term holds in place (select --anchors)
+LOSSES_FILE = "losses.jsonl"
+CHECKPOINT_FILE = "checkpoint.safetensors"
 R = TypeVar("R", bound=Record)
 T = TypeVar("T")
 
@@ -62,6 +67,28 @@ class RunDir:
     report = property(lambda self: self.root / "report.json")
     rephrased = property(lambda self: self.root / "rephrased.jsonl")
     fingerprint = property(lambda self: self.root / "fingerprint.json")
+    train_file = property(lambda self: self.train_dir / TRAIN_FILE)
+    valid_file = property(lambda self: self.train_dir / VALID_FILE)
+    anchors = property(lambda self: self.train_dir / ANCHORS_FILE)
+    losses = property(lambda self: self.train_dir / LOSSES_FILE)
+    checkpoint = property(lambda self: self.train_dir / CHECKPOINT_FILE)
+
+    def eval_answers(self, variant: str) -> Path:
+        """evaluate's answers of one variant: base, adapted or retention."""
+        return self.eval_dir / f"{variant}_answers.jsonl"
+
+    def eval_grades(self, variant: str) -> Path:
+        return self.eval_dir / f"{variant}_grades.jsonl"
+
+    def outputs(self, stage: str) -> list[Path]:
+        """What a stage writes, which --force deletes."""
+        return {
+            "answer": [self.answers],
+            "grade": [self.grades, self.probe, self.calibration, self.calibration_answers],
+            "select": [self.rephrased, self.train_file, self.valid_file, self.anchors],
+            "train": [self.adapters, self.losses, self.checkpoint],
+            "evaluate": [self.eval_dir],
+        }[stage]
 
     def require(self, path: Path, stage: str) -> Path:
         """`path`, or a message naming the stage to run first."""

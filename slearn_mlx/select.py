@@ -21,13 +21,14 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from slearn_mlx.answer import AnswerConfig, question_text
+from slearn_mlx.answer import AnswerConfig, answer_items, question_text
 from slearn_mlx.errors import NotDone
 from slearn_mlx.grade import answer_letter, contains_reference, normalize
 from slearn_mlx.prompts import PROBE_LEAD, REPHRASE_TEMPLATE
 from slearn_mlx.records import Answer, Grade, QAItem
-from slearn_mlx.runs import write_jsonl_atomic
+from slearn_mlx.runs import ANCHORS_FILE, TRAIN_FILE, VALID_FILE, read_records, write_jsonl_atomic
 
 
 @dataclass
@@ -195,6 +196,17 @@ def echoes_prompt(text: str, template: str = REPHRASE_TEMPLATE) -> bool:
     return any(len(part.split()) >= 3 and f" {part} " in said for part in scaffold)
 
 
+def rephrase_items(
+    model, tokenizer, items: list[QAItem], out_path: Path, answer_config: AnswerConfig, *, progress: bool = True
+) -> dict[str, Answer]:
+    """The model's rewrite of each item's reference, as it would answer (resumable in `out_path`)."""
+    answer_items(
+        model, tokenizer, items, out_path, answer_config, progress=progress, desc="rephrase",
+        user_message=lambda item: rephrase_prompt(item, answer_config),
+    )  # fmt: skip
+    return read_records(out_path, Answer)
+
+
 def select_unknown(
     items: list[QAItem],
     grades: dict[str, Grade],
@@ -203,13 +215,13 @@ def select_unknown(
     answer_config: AnswerConfig = AnswerConfig(),
     threshold: float = 0.5,
     answers: dict[str, Answer] | None = None,
-    rephrased: dict[str, Answer] | None = None,
+    rephrase: Callable[[list[QAItem]], dict[str, Answer]] | None = None,
 ) -> SelectSummary:
     """Write train.jsonl (the pairs the strategy picks) and valid.jsonl (a sample of them).
 
     Every selected pair is trained on: the validation file is a copy of some of
     them, for watching the loss, not a held-out split. `answers` are the model's
-    own (for `own`); `rephrased`, its rewrites of the references (for `rephrase`).
+    own (for `own`); `rephrase` gives its rewrites of the unknown pairs' references (for `rephrase`).
     """
     start = time.perf_counter()
     rng = random.Random(config.seed)
@@ -222,7 +234,8 @@ def select_unknown(
     # With `rephrase`, an unknown pair is taught in the model's own words where its rewrite kept the
     # reference; the reference itself otherwise.
     n_rephrased = 0
-    if config.rephrase and rephrased:
+    rephrased = rephrase(selection.unknown) if config.rephrase and rephrase and not config.all else None
+    if rephrased:
         for item in selection.unknown:
             text = rephrased[item.id].text if item.id in rephrased else ""
             if text and keeps_reference(item, text) and not echoes_prompt(text):
@@ -247,13 +260,13 @@ def select_unknown(
     once = {item.id for item in rehearsed}
     rows = [item for item in items if item.id in once or item.id in {c.id for c in chosen}]
     write_jsonl_atomic(
-        train_dir / "train.jsonl", (example(item) | ({"epochs": 1} if item.id in once else {}) for item in rows)
+        train_dir / TRAIN_FILE, (example(item) | ({"epochs": 1} if item.id in once else {}) for item in rows)
     )
-    write_jsonl_atomic(train_dir / "valid.jsonl", (example(item) for item in valid))
+    write_jsonl_atomic(train_dir / VALID_FILE, (example(item) for item in valid))
     known = [item for item in known if item.id not in once]
     anchors = rng.sample(known, round(config.anchors * len(known))) if config.anchors and not config.all else []
     # The lead is named so that the KL term can leave it free (retention.py).
-    write_jsonl_atomic(train_dir / "anchors.jsonl", (example(item) | {"lead": config.lead} for item in anchors))
+    write_jsonl_atomic(train_dir / ANCHORS_FILE, (example(item) | {"lead": config.lead} for item in anchors))
     return SelectSummary(
         len(items), len(rows), n_valid, time.perf_counter() - start, config.strategy, selection.n_wrong,
         selection.n_uncertain, len(selection.replayed), n_rephrased, len(anchors), len(rehearsed),

@@ -37,10 +37,16 @@ from slearn_mlx.common import file_hash
 from slearn_mlx.errors import ConfigError, MissingInput
 from slearn_mlx.progress import progress_bar
 from slearn_mlx.retention import AnchorTargets, anchor_indices, lead_tokens, mixed_batch, mixed_loss
-from slearn_mlx.runs import atomic_file, write_json_atomic, write_jsonl_atomic
-
-CHECKPOINT_FILE = "checkpoint.safetensors"
-ANCHORS_FILE = "anchors.jsonl"  # known pairs the KL term holds in place (select --anchors)
+from slearn_mlx.runs import (
+    ANCHORS_FILE,
+    CHECKPOINT_FILE,
+    LOSSES_FILE,
+    TRAIN_FILE,
+    VALID_FILE,
+    atomic_file,
+    write_json_atomic,
+    write_jsonl_atomic,
+)
 
 
 @dataclass
@@ -268,11 +274,19 @@ def answer_loss(model, tokens, bounds, positions, scored, *, mastery: bool = Fal
 def training_key(config: TrainConfig, train_dir: Path) -> str:
     """A hash of what training computes from: the train and valid files and every setting but how often to
     checkpoint. Adapters and checkpoints carry it, so a changed selection or config retrains."""
-    names = ("train.jsonl", "valid.jsonl") + ((ANCHORS_FILE,) if config.kl > 0 else ())
+    names = (TRAIN_FILE, VALID_FILE) + ((ANCHORS_FILE,) if config.kl > 0 else ())
     files = [file_hash(train_dir / name, "sha1") if (train_dir / name).exists() else None for name in names]
     settings = asdict(config)
     del settings["checkpoint_every"]
     return hashlib.sha1(json.dumps([files, settings], sort_keys=True).encode()).hexdigest()
+
+
+def already_trained(adapter_dir: Path, train_dir: Path, config: TrainConfig) -> bool:
+    """The adapters in `adapter_dir` were trained on exactly this selection with these settings."""
+    if not (adapter_dir / ADAPTER_FILE).exists():
+        return False
+    trained_on = json.loads((adapter_dir / ADAPTER_CONFIG).read_text()).get("training_key")
+    return trained_on == training_key(config, train_dir)
 
 
 def adapter_config(
@@ -430,14 +444,14 @@ def train_adapters(
     from mlx.utils import tree_flatten, tree_map
     from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
 
-    train_path = train_dir / "train.jsonl"
+    train_path = train_dir / TRAIN_FILE
     if not train_path.exists():
         raise MissingInput(f"train.jsonl not found in {train_dir}; run `slearn select` first")
     rows = read_chat_rows(train_path)
     schedule = pair_epochs(rows, config.epochs, config.seed)
     if not rows:
         return TrainSummary.skip("nothing to train: no wrongly answered pairs")
-    valid_rows = read_chat_rows(train_dir / "valid.jsonl")
+    valid_rows = read_chat_rows(train_dir / VALID_FILE)
     train_set = CacheDataset(ChatDataset(rows, tokenizer, mask_prompt=True))
     valid_set = CacheDataset(ChatDataset(valid_rows, tokenizer, mask_prompt=True)) if valid_rows else None
     if not scores_any_answer(train_set, config.max_seq_length):
@@ -579,7 +593,7 @@ def train_adapters(
             )  # fmt: skip
             state.pool = None
             save()
-            write_jsonl_atomic(train_dir / "losses.jsonl", state.history)
+            write_jsonl_atomic(train_dir / LOSSES_FILE, state.history)
     model.eval()
     if restore_blocks is not None:
         restore_blocks()

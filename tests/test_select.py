@@ -116,7 +116,7 @@ def test_rephrased_targets_are_kept_only_where_they_keep_the_reference(tmp_path)
         "mc": Answer("mc", "The right option is B.", 5),
     }
     config = SelectConfig(**WRONG, valid_fraction=0, rephrase=True, lead="")
-    summary = select_unknown(ITEMS, g, tmp_path, config, threshold=0.5, rephrased=rephrased)
+    summary = select_unknown(ITEMS, g, tmp_path, config, threshold=0.5, rephrase=lambda unknown: rephrased)
     rows = {json.loads(line)["id"]: json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()}
     assert summary.n_rephrased == 2 and "2 rephrased" in str(summary) and config.strategy == "wrong+rephrase+bare"
     assert rows["1"]["messages"][1]["content"] == "Surely it is answer 1, as everyone knows."
@@ -211,7 +211,7 @@ def test_rewrites_that_echo_the_rephrasing_request_are_not_taught(tmp_path):
     g = scored({"1": 0.1, "2": 0.1})
     rephrased = {"1": Answer("1", "The correct answer is: answer 1.", 6), "2": Answer("2", "It is answer 2.", 4)}
     config = SelectConfig(**WRONG, valid_fraction=0, rephrase=True, lead="")
-    summary = select_unknown(ITEMS, g, tmp_path, config, threshold=0.5, rephrased=rephrased)
+    summary = select_unknown(ITEMS, g, tmp_path, config, threshold=0.5, rephrase=lambda unknown: rephrased)
     rows = {json.loads(line)["id"]: json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()}
     assert summary.n_rephrased == 1 and rows["1"]["messages"][1]["content"] == "answer 1"
     assert rows["2"]["messages"][1]["content"] == "It is answer 2."
