@@ -299,19 +299,14 @@ def _session(out: str, config_file, overrides: dict, method: str | None = None):
     return run, resolve_config(run, config_file, overrides, method)
 
 
-def _stage(stage: str, out, config_file, force: bool, quiet: bool, overrides: dict) -> None:
-    """Run one stage on a run directory and print its summary line."""
+def _stage(function, stage: str, out, config_file, force: bool, quiet: bool, overrides: dict) -> None:
+    """Run one stage's pipeline `function` on a run directory and print its summary line."""
     from slearn_mlx import pipeline
 
     run, config = _session(out, config_file, overrides)
     if force:
         pipeline.start_over(run, config, stage)
-    progress = not quiet
-    if stage == "select":
-        summary = pipeline.stage_select(run, config, pipeline.SharedModel(config.model, config.trust_remote_code))
-    else:
-        function = getattr(pipeline, f"stage_{stage}")
-        summary = function(run, config, pipeline.SharedModel(config.model, config.trust_remote_code), progress=progress)
+    summary = function(run, config, pipeline.SharedModel(config.model, config.trust_remote_code), progress=not quiet)
     click.echo(str(summary))
 
 
@@ -333,7 +328,9 @@ def answer(out, config_file, force, quiet, **overrides):
     Example:
       slearn answer --data train.jsonl --out runs/demo --max-tokens 32
     """
-    _stage("answer", out, config_file, force, quiet, overrides)
+    from slearn_mlx import pipeline
+
+    _stage(pipeline.stage_answer, "answer", out, config_file, force, quiet, overrides)
 
 
 @cli.command()
@@ -353,10 +350,12 @@ def grade(out, config_file, force, quiet, calibrate, calibrate_sample, labels, s
     """
     from slearn_mlx import pipeline
 
-    _stage("grade", out, config_file, force, quiet, overrides)
-    run, config = _session(out, None, {})
+    run, config = _session(out, config_file, overrides)
+    if force:
+        pipeline.start_over(run, config, "grade")
+    models = pipeline.SharedModel(config.model, config.trust_remote_code)
+    click.echo(str(pipeline.stage_grade(run, config, models, progress=not quiet)))
     if calibrate:
-        models = pipeline.SharedModel(config.model, config.trust_remote_code)
         calibration, _ = pipeline.stage_calibrate(
             run, config, labels, models, sample=calibrate_sample, progress=not quiet
         )
@@ -376,7 +375,9 @@ def select(out, config_file, **overrides):
       slearn select --out runs/demo     # -> runs/demo/train/{train,valid}.jsonl
       slearn select --out runs/demo --replay 0.2 --uncertain 0.1
     """
-    _stage("select", out, config_file, False, True, overrides)
+    from slearn_mlx import pipeline
+
+    _stage(pipeline.stage_select, "select", out, config_file, False, True, overrides)
 
 
 @cli.command()
@@ -391,7 +392,9 @@ def train(out, config_file, force, quiet, **overrides):
       slearn train --out runs/demo --epochs 3 --rank 8
       mlx_lm.generate --model MODEL --adapter-path runs/demo/adapters --prompt "..."
     """
-    _stage("train", out, config_file, force, quiet, overrides)
+    from slearn_mlx import pipeline
+
+    _stage(pipeline.stage_train, "train", out, config_file, force, quiet, overrides)
 
 
 @cli.command()
@@ -404,7 +407,9 @@ def evaluate(out, config_file, force, quiet, **overrides):
     Example:
       slearn evaluate --out runs/demo --test test.jsonl
     """
-    _stage("evaluate", out, config_file, force, quiet, overrides)
+    from slearn_mlx import pipeline
+
+    _stage(pipeline.stage_evaluate, "evaluate", out, config_file, force, quiet, overrides)
 
 
 @cli.command(name="try")
