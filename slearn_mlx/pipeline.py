@@ -18,6 +18,7 @@ from slearn_mlx.adapters import has_adapters
 from slearn_mlx.answer import AnswerSummary, answer_items
 from slearn_mlx.ask import SideBySide, ask
 from slearn_mlx.calibrate import Calibration, read_labels, save_calibration
+from slearn_mlx.checkpoint import already_trained
 from slearn_mlx.config import RunConfig, save_config
 from slearn_mlx.data import load_items
 from slearn_mlx.errors import ConfigError, MissingInput
@@ -56,11 +57,7 @@ from slearn_mlx.runs import (
     write_jsonl_atomic,
 )
 from slearn_mlx.select import SelectSummary, rephrase_items, select_unknown
-from slearn_mlx.train import (
-    TrainSummary,
-    already_trained,
-    train_adapters,
-)
+from slearn_mlx.train import TrainSummary, train_adapters
 
 
 class SharedModel:

@@ -11,11 +11,10 @@ Adapters are saved in mlx-lm's format: `adapter_config.json` +
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -24,7 +23,6 @@ import numpy as np
 
 from slearn_mlx.adapters import (
     ADAPTER_CONFIG,
-    ADAPTER_FILE,
     FINE_TUNE_TYPES,
     OPTIMIZERS,
     SCHEDULES,
@@ -33,7 +31,14 @@ from slearn_mlx.adapters import (
     build_optimizer,
     schedule_config,
 )
-from slearn_mlx.common import file_hash
+from slearn_mlx.checkpoint import (
+    TrainState,
+    adapter_config,
+    load_checkpoint,
+    save_checkpoint,
+    training_key,
+    write_adapters,
+)
 from slearn_mlx.errors import ConfigError, MissingInput
 from slearn_mlx.progress import progress_bar
 from slearn_mlx.retention import AnchorTargets, anchor_indices, lead_tokens, mixed_batch, mixed_loss
@@ -43,7 +48,6 @@ from slearn_mlx.runs import (
     LOSSES_FILE,
     TRAIN_FILE,
     VALID_FILE,
-    atomic_file,
     write_json_atomic,
     write_jsonl_atomic,
 )
@@ -271,49 +275,6 @@ def answer_loss(model, tokens, bounds, positions, scored, *, mastery: bool = Fal
     return loss, n_tokens, mx.stop_gradient(hit.all(axis=1))
 
 
-def training_key(config: TrainConfig, train_dir: Path) -> str:
-    """A hash of what training computes from: the train and valid files and every setting but how often to
-    checkpoint. Adapters and checkpoints carry it, so a changed selection or config retrains."""
-    names = (TRAIN_FILE, VALID_FILE) + ((ANCHORS_FILE,) if config.kl > 0 else ())
-    files = [file_hash(train_dir / name, "sha1") if (train_dir / name).exists() else None for name in names]
-    settings = asdict(config)
-    del settings["checkpoint_every"]
-    return hashlib.sha1(json.dumps([files, settings], sort_keys=True).encode()).hexdigest()
-
-
-def already_trained(adapter_dir: Path, train_dir: Path, config: TrainConfig) -> bool:
-    """The adapters in `adapter_dir` were trained on exactly this selection with these settings."""
-    if not (adapter_dir / ADAPTER_FILE).exists():
-        return False
-    trained_on = json.loads((adapter_dir / ADAPTER_CONFIG).read_text()).get("training_key")
-    return trained_on == training_key(config, train_dir)
-
-
-def adapter_config(
-    config: TrainConfig, num_layers: int, model_name: str | None, key: str, lora: dict | None, schedule: dict | None
-) -> dict:
-    """adapter_config.json as mlx-lm writes it (the keys its load_adapters and fuse read),
-    plus the `training_key` of what the adapters were trained on."""
-    return {
-        "model": model_name,
-        "training_key": key,
-        "fine_tune_type": config.fine_tune_type,
-        "num_layers": num_layers,
-        "lora_parameters": lora,
-        "batch_size": config.batch_size,
-        "learning_rate": config.learning_rate,
-        "lr_schedule": schedule,
-        "optimizer": config.optimizer,
-        "optimizer_config": {"adamw": {"weight_decay": config.weight_decay}} if config.optimizer == "adamw" else {},
-        "grad_accumulation_steps": config.grad_accumulation,
-        "grad_checkpoint": config.grad_checkpoint,
-        "epochs": config.epochs,
-        "max_seq_length": config.max_seq_length,
-        "mask_prompt": True,
-        "seed": config.seed,
-    }
-
-
 def mean_loss(model, dataset, batch_size: int, max_seq_length: int) -> float:
     """Mean loss per answer token over a dataset, without training."""
     import mlx.core as mx
@@ -324,65 +285,6 @@ def mean_loss(model, dataset, batch_size: int, max_seq_length: int) -> float:
         total, count = total + loss * n, count + n
         mx.eval(total, count)
     return (total / count).item()
-
-
-@dataclass
-class TrainState:
-    """Where training stands. Saved with the weights in every checkpoint, so a killed
-    run continues at the same batch of the same epoch with the same optimizer state."""
-
-    key: str  # what is trained on and how; a checkpoint resumes only the training it came from
-    epoch: int = 1  # the epoch in progress (epochs + 1 once all are done)
-    batch: int = 0  # batches of that epoch done
-    step: int = 0  # optimizer steps done
-    epoch_loss: float = 0.0  # sum over this epoch's batches of loss x answer tokens
-    epoch_tokens: int = 0
-    epoch_kl: float = 0.0  # sum over this epoch's steps of the KL term on the anchors
-    n_tokens: int = 0  # answer tokens trained on, every epoch
-    n_seq_tokens: int = 0  # every token through the model
-    seconds: float = 0.0  # training time spent before this process
-    best_val: float | None = None
-    best_epoch: int | None = None
-    stale_epochs: int = 0  # epochs since the validation loss last improved
-    stopped_early: bool = False
-    pool: list | None = None  # the pairs this epoch trains on (all, unless skip_learned left some out)
-    learned: list = field(default_factory=list)  # pairs whose answer the model wrote word for word when last seen
-    step_losses: list = field(default_factory=list)  # this epoch's per-step losses
-    history: list = field(default_factory=list)  # one row per finished epoch, as losses.jsonl has them
-
-
-def _save_checkpoint(path: Path, model, optimizer, state: TrainState, best: dict | None) -> None:
-    """Adapters, optimizer state and TrainState in one file, replaced atomically."""
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
-
-    arrays = {f"adapter/{k}": v for k, v in tree_flatten(model.trainable_parameters())}
-    arrays |= {f"optimizer/{k}": v for k, v in tree_flatten(optimizer.state)}
-    arrays |= {f"best/{k}": v for k, v in (best or {}).items()}
-    with atomic_file(path, "wb") as handle:
-        mx.save_safetensors(handle, arrays, metadata={"state": json.dumps(asdict(state))})
-
-
-def _load_checkpoint(path: Path, key: str, model, optimizer) -> tuple[TrainState, dict | None] | None:
-    """Restore a checkpoint of the same training into model and optimizer; None if there is none to resume."""
-    import mlx.core as mx
-    from mlx.utils import tree_unflatten
-
-    if not path.exists():
-        return None
-    try:
-        arrays, metadata = mx.load(str(path), return_metadata=True)
-        state = TrainState(**json.loads(metadata["state"]))
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError):  # unreadable, or another version's: start over
-        return None
-    if state.key != key:
-        return None
-    group = lambda prefix: [(k[len(prefix) :], v) for k, v in arrays.items() if k.startswith(prefix)]  # noqa: E731
-    model.load_weights(group("adapter/"), strict=False)
-    optimizer.state = tree_unflatten(group("optimizer/"))
-    optimizer.init(model.trainable_parameters())
-    best = dict(group("best/")) or None
-    return state, best
 
 
 def _checkpoint_blocks(model):
@@ -406,14 +308,6 @@ def _checkpoint_blocks(model):
         block.__call__ = plain
 
     return restore
-
-
-def _write_adapters(adapter_dir: Path, weights: dict) -> None:
-    """Written last and atomically: an adapters file present means training finished."""
-    import mlx.core as mx
-
-    with atomic_file(adapter_dir / ADAPTER_FILE, "wb") as handle:
-        mx.save_safetensors(handle, weights)
 
 
 def train_adapters(
@@ -483,7 +377,7 @@ def train_adapters(
     settings["lr_schedule"] = schedule_config(config, n_updates)
     base_weights = BaseWeights.of(model, num_layers) if config.fine_tune_type == "full" else None
     checkpoint = train_dir / CHECKPOINT_FILE
-    resumed = _load_checkpoint(checkpoint, key, model, optimizer)
+    resumed = load_checkpoint(checkpoint, key, model, optimizer)
     state, best = resumed if resumed else (TrainState(key), None)
     resumed_at = state.step
 
@@ -518,7 +412,7 @@ def train_adapters(
     def save() -> None:
         state.seconds += time.perf_counter() - clock[0]
         clock[0] = time.perf_counter()
-        _save_checkpoint(checkpoint, model, optimizer, state, best)
+        save_checkpoint(checkpoint, model, optimizer, state, best)
         saved_at[0] = state.step
         reseed()
 
@@ -599,7 +493,7 @@ def train_adapters(
         restore_blocks()
 
     write_json_atomic(adapter_dir / ADAPTER_CONFIG, settings | {"best_epoch": state.best_epoch})
-    _write_adapters(adapter_dir, best if best is not None else dict(tree_flatten(model.trainable_parameters())))
+    write_adapters(adapter_dir, best if best is not None else dict(tree_flatten(model.trainable_parameters())))
     if base_weights is not None:  # full fine-tuning changed the weights themselves: the model leaves as it came
         base_weights.restore(model)
     elif best is not None:  # the model leaves with the adapters it saved
