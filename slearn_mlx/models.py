@@ -151,9 +151,57 @@ class ImportedModel:
 
 def _scalar(metadata: dict, key: str, default=None):
     value = metadata.get(key, default)
-    if isinstance(value, mx.array):
+    if isinstance(value, mx.array) or (hasattr(value, "item") and getattr(value, "size", 1) == 1):
         return value.item()
     return value
+
+
+# What mlx reads from a GGUF file itself, keeping 4-bit blocks as they are; every other type (the K-quants
+# Q2_K..Q6_K, Q5_0/Q5_1, BF16) goes through llama.cpp's own Python reader, `gguf`, dequantized in numpy.
+_ARCHITECTURES = {"llama": ("llama", "LlamaForCausalLM"), "qwen2": ("qwen2", "Qwen2ForCausalLM")}
+
+
+def _read_gguf(path: Path) -> tuple[dict, dict, bool]:
+    """(tensors by GGUF name, metadata, whether they were dequantized here), as `mx.load` returns them: mlx's own
+    reader where it knows every tensor type, else `gguf`'s, one tensor at a time (peak memory: the output plus
+    one tensor)."""
+    try:
+        return (*mx.load(str(path), return_metadata=True), False)
+    except (RuntimeError, ValueError) as exc:
+        mlx_error = exc
+    try:
+        import gguf
+        import numpy as np
+    except ImportError:
+        raise ModelError(f"{path}: mlx cannot read this GGUF file ({mlx_error}); pip install gguf==0.19.0") from None
+    try:
+        reader = gguf.GGUFReader(path)
+    except (ValueError, OSError) as exc:
+        raise ModelError(f"{path}: cannot read as GGUF ({exc})") from None
+    metadata = {}
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF."):
+            continue
+        value = field.contents()
+        metadata[name] = np.asarray(value) if isinstance(value, (int, float)) or (
+            isinstance(value, list) and value and not isinstance(value[0], str)
+        ) else value  # fmt: skip
+    tensors = {}
+    floats = {gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16}
+    for tensor in reader.tensors:
+        if tensor.tensor_type in floats:
+            array = np.asarray(tensor.data)
+        else:
+            try:
+                array = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+            except NotImplementedError:
+                raise ModelError(
+                    f"{path}: tensor {tensor.name} has type {tensor.tensor_type.name}, which cannot be dequantized"
+                ) from None
+        shape = tuple(int(n) for n in reversed(tensor.shape))  # GGUF lists the fastest dimension first
+        tensors[tensor.name] = mx.array(array.reshape(shape))
+        mx.eval(tensors[tensor.name])
+    return tensors, metadata, True
 
 
 def _unpermute_rope_rows(w: mx.array, n_heads: int) -> mx.array:
@@ -171,17 +219,20 @@ def _unpermute_rope_rows(w: mx.array, n_heads: int) -> mx.array:
 
 def _gguf_config(metadata: dict, weights: dict) -> dict:
     arch = _scalar(metadata, "general.architecture")
-    if arch != "llama":
-        raise ModelError(f"GGUF architecture {arch!r} is not supported; only 'llama' GGUF files can be imported")
+    if arch not in _ARCHITECTURES:
+        raise ModelError(
+            f"GGUF architecture {arch!r} is not supported; GGUF files of {', '.join(_ARCHITECTURES)} can be imported"
+        )
+    model_type, architecture = _ARCHITECTURES[arch]
 
     def key(name, default=None):
-        return _scalar(metadata, f"llama.{name}", default)
+        return _scalar(metadata, f"{arch}.{name}", default)
 
     n_heads = int(key("attention.head_count"))
     hidden = int(key("embedding_length"))
     config = {
-        "model_type": "llama",
-        "architectures": ["LlamaForCausalLM"],
+        "model_type": model_type,
+        "architectures": [architecture],
         "hidden_size": hidden,
         "num_hidden_layers": int(key("block_count")),
         "intermediate_size": int(key("feed_forward_length")),
@@ -209,9 +260,10 @@ def _convert_weights(weights: dict, config: dict, dtype: str) -> tuple[dict, dic
             if kind not in _GGUF_LAYER_NAMES:
                 raise ModelError(f"unexpected GGUF tensor {name!r}")
             target = f"model.layers.{layer}.{_GGUF_LAYER_NAMES[kind]}"
-            if kind == "attn_q":
+            # llama.cpp permutes the Q/K rows of llama models only (its LlamaModel converter), not qwen2's.
+            if kind == "attn_q" and config["model_type"] == "llama":
                 tensor = _unpermute_rope_rows(tensor, config["num_attention_heads"])
-            elif kind == "attn_k":
+            elif kind == "attn_k" and config["model_type"] == "llama":
                 tensor = _unpermute_rope_rows(tensor, config["num_key_value_heads"])
         elif base in _GGUF_TOP_NAMES:
             target = _GGUF_TOP_NAMES[base]
@@ -241,9 +293,31 @@ def _convert_weights(weights: dict, config: dict, dtype: str) -> tuple[dict, dic
     return out, quantization
 
 
+def _quantize(weights: dict, group_size: int = 64) -> tuple[dict, dict]:
+    """mlx's 4-bit quantization (as `mlx_lm.convert -q`) of every matrix a linear or embedding layer holds;
+    mlx-lm quantizes at load exactly the layers whose scales are present."""
+    out = {}
+    for name, value in weights.items():
+        layer = name.removesuffix(".weight")
+        if name.endswith(".weight") and value.ndim == 2 and value.shape[-1] % group_size == 0 and "norm" not in name:
+            out[name], out[f"{layer}.scales"], out[f"{layer}.biases"] = mx.quantize(
+                value, group_size=group_size, bits=4
+            )
+        else:
+            out[name] = value
+    return out, {"group_size": group_size, "bits": 4}
+
+
+# The pre-tokenizer regex of Qwen2's tokenizer.json (and llama.cpp's "qwen2" pre-tokenizer).
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+
+
 def _gguf_tokenizer(metadata: dict):
     """Rebuild the byte-level BPE tokenizer from the GGUF vocabulary and merges."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
     tok_model = _scalar(metadata, "tokenizer.ggml.model")
     if tok_model != "gpt2":
@@ -253,9 +327,15 @@ def _gguf_tokenizer(metadata: dict):
     vocab = {t: i for i, t in enumerate(tokens)}
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    pre = _scalar(metadata, "tokenizer.ggml.pre", "default")
     # llama.cpp's "smollm" pre-tokenizer splits every digit on its own before the GPT-2 regex.
-    if _scalar(metadata, "tokenizer.ggml.pre", "default") == "smollm":
+    if pre == "smollm":
         tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    elif pre == "qwen2":  # Qwen2's own split (single digits, letters with one leading non-letter), then bytes
+        split = pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False)
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [split, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+        )
     else:
         tokenizer.pre_tokenizer = byte_level
     tokenizer.decoder = decoders.ByteLevel()
@@ -271,7 +351,7 @@ def _gguf_tokenizer(metadata: dict):
 
 
 def import_gguf(gguf_path: str | Path, out_dir: str | Path | None = None, dtype: str = "auto") -> ImportedModel:
-    """Import a llama-architecture GGUF file as an mlx-lm model directory.
+    """Import a llama or qwen2 GGUF file (any common tensor type) as an mlx-lm model directory.
 
     dtype: "float32"/"float16"/"bfloat16" dequantize every tensor; "q4" keeps
     4-bit GGUF blocks as mlx 4-bit (group 32) tensors, losslessly; "auto" picks
@@ -283,13 +363,13 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path | None = None, dtype:
     if dtype not in DTYPES:
         raise ModelError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     dtype = auto_dtype() if dtype == "auto" else dtype
-    try:
-        weights, metadata = mx.load(str(gguf_path), return_metadata=True)
-    except (RuntimeError, ValueError) as exc:
-        raise ModelError(f"{gguf_path}: cannot read as GGUF ({exc})") from None
+    weights, metadata, dequantized = _read_gguf(gguf_path)
 
     config = _gguf_config(metadata, weights)
-    converted, quantization = _convert_weights(weights, config, dtype)
+    # Files mlx cannot read are dequantized in numpy: 4-bit then means mlx's own quantization of the result.
+    converted, quantization = _convert_weights(weights, config, "float32" if dtype == "q4" and dequantized else dtype)
+    if dtype == "q4" and dequantized:
+        converted, quantization = _quantize(converted)
     if quantization:
         config["quantization"] = quantization
     tokenizer, tokens = _gguf_tokenizer(metadata)

@@ -14,14 +14,23 @@ from tiny import bytes_to_unicode
 GPT2_PATTERN = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
 
 
-def encode(text: str, tokens: list[str], merges: list[str], split_digits: bool = True) -> list[int]:
+# Qwen2's pattern (its tokenizer.json and llama.cpp's "qwen2" pre-tokenizer): one digit at a time, letters with one
+# leading non-letter.
+QWEN2_PATTERN = regex.compile(
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+
+
+def encode(
+    text: str, tokens: list[str], merges: list[str], split_digits: bool = True, pattern=GPT2_PATTERN
+) -> list[int]:
     vocab = {t: i for i, t in enumerate(tokens)}
     ranks = {tuple(m.split(" ", 1)): r for r, m in enumerate(merges)}
     byte_char = bytes_to_unicode()
     pieces = []
     for chunk in regex.split(r"(\p{N})", text) if split_digits else [text]:
         if chunk:
-            pieces += GPT2_PATTERN.findall(chunk)
+            pieces += pattern.findall(chunk)
     ids = []
     for piece in pieces:
         word = [byte_char[b] for b in piece.encode("utf-8")]

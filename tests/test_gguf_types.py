@@ -1,0 +1,164 @@
+"""GGUF files mlx cannot read itself: K-quants and Q5_0 through llama.cpp's `gguf` reader, and the qwen2 layout.
+
+A tiny qwen2 model is written with `gguf`'s own writer, its matrices as Q5_0, Q8_0 and Q4_K (the K-quant block
+filled with random codes, since `gguf` only dequantizes K-quants), and imported. The reference is an mlx-lm
+qwen2 model built straight from `gguf`'s dequantization of the same file: the imported model must compute the
+same logits, and its tokenizer must split text as Qwen2's pre-tokenizer does.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from slearn_mlx.models import import_gguf, load_model
+
+from bpe_reference import QWEN2_PATTERN
+from bpe_reference import encode as reference_encode
+from tiny import CHAT_TEMPLATE, MERGES, SPECIALS, vocabulary
+
+gguf = pytest.importorskip("gguf")
+import mlx.core as mx  # noqa: E402
+
+HIDDEN, LAYERS, HEADS, KV_HEADS, FFN = 64, 2, 4, 2, 256
+TYPES = {"attn_q": "Q5_0", "attn_k": "Q5_0", "attn_v": "Q8_0", "attn_output": "Q5_0", "ffn_gate": "Q5_0",
+         "ffn_up": "Q8_0", "ffn_down": "Q4_K"}  # fmt: skip
+
+
+def q4_k_bytes(rows: int, cols: int, rng) -> np.ndarray:
+    """Random Q4_K blocks (256 weights in 144 bytes: fp16 scale and min, 12 bytes of sub-scales, 128 of codes)."""
+    blocks = rng.integers(0, 256, size=(rows, cols // 256, 144), dtype=np.uint8)
+    blocks[..., 0:2] = np.frombuffer(np.float16(0.002).tobytes(), np.uint8)
+    blocks[..., 2:4] = np.frombuffer(np.float16(0.001).tobytes(), np.uint8)
+    return blocks.reshape(rows, -1)
+
+
+def write_tiny_qwen2(path, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    tokens = vocabulary()
+    writer = gguf.GGUFWriter(str(path), "qwen2")
+    writer.add_name("tiny-qwen2")
+    writer.add_block_count(LAYERS)
+    writer.add_embedding_length(HIDDEN)
+    writer.add_feed_forward_length(FFN)
+    writer.add_head_count(HEADS)
+    writer.add_head_count_kv(KV_HEADS)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_rope_freq_base(1e6)
+    writer.add_context_length(512)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("qwen2")
+    writer.add_token_list(tokens)
+    writer.add_token_merges(MERGES)
+    writer.add_token_types([3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS)))
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(2)
+    writer.add_chat_template(CHAT_TEMPLATE)
+
+    def w(*shape):
+        return (rng.standard_normal(shape) * 0.2).astype(np.float32)
+
+    writer.add_tensor("token_embd.weight", w(len(tokens), HIDDEN))
+    writer.add_tensor("output_norm.weight", 1 + w(HIDDEN) * 0.1)
+    head = HIDDEN // HEADS
+    shapes = {"attn_q": (HEADS * head, HIDDEN), "attn_k": (KV_HEADS * head, HIDDEN), "attn_v": (KV_HEADS * head, HIDDEN),
+              "attn_output": (HIDDEN, HEADS * head), "ffn_gate": (FFN, HIDDEN), "ffn_up": (FFN, HIDDEN),
+              "ffn_down": (HIDDEN, FFN)}  # fmt: skip
+    for layer in range(LAYERS):
+        for kind, shape in shapes.items():
+            qtype = getattr(gguf.GGMLQuantizationType, TYPES[kind])
+            data = q4_k_bytes(*shape, rng) if TYPES[kind] == "Q4_K" else gguf.quants.quantize(w(*shape), qtype)
+            writer.add_tensor(f"blk.{layer}.{kind}.weight", data, raw_shape=data.shape, raw_dtype=qtype)
+        for kind in ("attn_q", "attn_k", "attn_v"):  # qwen2's attention has biases
+            writer.add_tensor(f"blk.{layer}.{kind}.bias", w(shapes[kind][0]))
+        writer.add_tensor(f"blk.{layer}.attn_norm.weight", 1 + w(HIDDEN) * 0.1)
+        writer.add_tensor(f"blk.{layer}.ffn_norm.weight", 1 + w(HIDDEN) * 0.1)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+MLX_NAMES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+             "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+             "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}  # fmt: skip
+
+
+def reference_model(path):
+    """An mlx-lm qwen2 model whose weights are `gguf`'s own dequantization of the file, no importer involved."""
+    from mlx_lm.models.qwen2 import Model, ModelArgs
+
+    weights = {}
+    for tensor in gguf.GGUFReader(str(path)).tensors:
+        array = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(tuple(reversed(tensor.shape.tolist())))
+        name = tensor.name
+        if name.startswith("blk."):
+            _, layer, kind, suffix = name.split(".")
+            name = f"model.layers.{layer}.{MLX_NAMES[kind]}.{suffix}"
+        else:
+            name = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight"}[name]
+        weights[name] = mx.array(array.astype(np.float32))
+    args = ModelArgs(model_type="qwen2", hidden_size=HIDDEN, num_hidden_layers=LAYERS, intermediate_size=FFN,
+                     num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, rms_norm_eps=1e-6,
+                     vocab_size=len(vocabulary()), rope_theta=1e6, tie_word_embeddings=True)  # fmt: skip
+    model = Model(args)
+    model.load_weights(list(weights.items()))
+    return model
+
+
+@pytest.fixture(scope="module")
+def qwen2_gguf(tmp_path_factory):
+    path = tmp_path_factory.mktemp("qwen2") / "tiny-qwen2.Q4_K_M.gguf"
+    write_tiny_qwen2(path)
+    return path
+
+
+def test_mlx_cannot_read_these_types_itself(qwen2_gguf):
+    with pytest.raises((RuntimeError, ValueError)):
+        mx.load(str(qwen2_gguf), return_metadata=True)
+
+
+def test_a_k_quant_qwen2_file_imports_to_the_model_its_dequantized_weights_make(qwen2_gguf, tmp_path):
+    imported = import_gguf(qwen2_gguf, tmp_path / "m", dtype="float32")
+    config = json.loads((imported.path / "config.json").read_text())
+    assert config["model_type"] == "qwen2" and config["tie_word_embeddings"] is True
+    model, _ = load_model(str(imported.path))
+    tokens = mx.array([[5, 80, 120, 33, 200, 7, 9, 250]])
+    got, expected = np.array(model(tokens)), np.array(reference_model(qwen2_gguf)(tokens))
+    assert np.abs(got - expected).max() < 1e-4
+    assert (got.argmax(-1) == expected.argmax(-1)).all()
+
+
+def test_q4_of_a_dequantized_file_is_mlx_4_bit_of_its_weights(qwen2_gguf, tmp_path):
+    import mlx.nn as nn
+
+    imported = import_gguf(qwen2_gguf, tmp_path / "q", dtype="q4")
+    assert json.loads((imported.path / "config.json").read_text())["quantization"] == {"group_size": 64, "bits": 4}
+    model, _ = load_model(str(imported.path))
+    reference = reference_model(qwen2_gguf)
+    for name in ("self_attn.q_proj", "mlp.down_proj"):
+        layer = model.model.layers[1]
+        got = layer.self_attn.q_proj if name.startswith("self_attn") else layer.mlp.down_proj
+        want = (
+            reference.model.layers[1].self_attn.q_proj
+            if name.startswith("self_attn")
+            else reference.model.layers[1].mlp.down_proj
+        )
+        assert isinstance(got, nn.QuantizedLinear) and got.group_size == 64 and got.bits == 4
+        weight = mx.dequantize(got.weight, got.scales, got.biases, group_size=64, bits=4)
+        expected = mx.dequantize(*mx.quantize(want.weight, group_size=64, bits=4), group_size=64, bits=4)
+        assert mx.allclose(weight, expected, atol=1e-6).item(), name  # mlx's 4-bit of gguf's dequantization
+
+
+STRINGS = ["Hello world", "the theory of 1234 things", "  spaced\tout\n\n", "naïve café 🙂", "It's 3.14!", "a\r\nb"]
+
+
+def test_the_qwen2_tokenizer_splits_as_qwen2_does(qwen2_gguf, tmp_path):
+    imported = import_gguf(qwen2_gguf, tmp_path / "t", dtype="float32")
+    _, tokenizer = load_model(str(imported.path))
+    for text in STRINGS:
+        expected = reference_encode(text, vocabulary(), MERGES, split_digits=False, pattern=QWEN2_PATTERN)
+        assert tokenizer.encode(text, add_special_tokens=False) == expected, text
+        assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
