@@ -581,8 +581,11 @@ def models():
 @click.argument("gguf_file", type=click.Path())
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Model directory [models/NAME].")
 @DTYPE
+@click.option(
+    "--check", is_flag=True, help="Compare the imported model's logits with a numpy forward pass of the file."
+)
 @user_errors
-def import_gguf(gguf_file, out_dir, dtype):
+def import_gguf(gguf_file, out_dir, dtype, check):
     """Import a llama or qwen2 GGUF file (or a name `slearn models list` shows) as an mlx-lm model directory.
 
     \b
@@ -593,6 +596,14 @@ def import_gguf(gguf_file, out_dir, dtype):
 
     imported = do_import(gguf_file, out_dir, dtype)
     click.echo(f"imported {imported.n_params / 1e6:.1f}M parameters ({imported.dtype}) to {imported.path}")
+    if check:
+        from slearn_mlx.answer import encode_chat
+        from slearn_mlx.gguf_check import check_import
+        from slearn_mlx.models import load_model
+
+        model, tokenizer = load_model(str(imported.path))
+        prompts = ["What is the capital of France?", "Explain photosynthesis in one sentence."]
+        click.echo(str(check_import(imported.source, model, [encode_chat(tokenizer, p) for p in prompts])))
 
 
 @models.command("fetch")

@@ -186,6 +186,7 @@ class ImportedModel:
     path: Path
     dtype: str
     n_params: int
+    source: Path  # the GGUF file it was imported from
 
 
 def _scalar(metadata: dict, key: str, default=None):
@@ -452,7 +453,7 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path | None = None, dtype:
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     n_params = sum(v.size for k, v in converted.items() if not k.endswith((".scales", ".biases")))
-    return ImportedModel(path=out, dtype=dtype, n_params=n_params)
+    return ImportedModel(path=out, dtype=dtype, n_params=n_params, source=gguf_path)
 
 
 def assemble_release(name: str, dest: Path) -> Path:

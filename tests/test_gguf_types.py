@@ -162,3 +162,18 @@ def test_the_qwen2_tokenizer_splits_as_qwen2_does(qwen2_gguf, tmp_path):
         expected = reference_encode(text, vocabulary(), MERGES, split_digits=False, pattern=QWEN2_PATTERN)
         assert tokenizer.encode(text, add_special_tokens=False) == expected, text
         assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+def test_imports_agree_with_a_numpy_forward_pass_of_the_file(architecture, tiny_gguf, qwen2_gguf, runner, tmp_path):
+    """The numpy reference applies the rope as llama.cpp does on the file's own tensors (permuted Q/K rows for
+    llama): agreement means the importer undid and mapped everything right."""
+    from slearn_mlx.cli import cli
+    from slearn_mlx.gguf_check import check_import
+
+    source = tiny_gguf if architecture == "llama" else qwen2_gguf
+    model, _ = load_model(str(import_gguf(source, tmp_path / "m", dtype="float32").path))
+    check = check_import(source, model, [[5, 80, 120, 33, 200, 7, 9], [1, 2, 3]])
+    assert check.positions == 10 and check.top1_agreement == 1.0 and check.max_logit_difference < 1e-4
+    result = runner.invoke(cli, ["models", "import-gguf", str(source), "--out", str(tmp_path / "c"), "--check"])
+    assert result.exit_code == 0 and "top-1 agreement 100.0%" in result.output, result.output
