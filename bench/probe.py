@@ -25,7 +25,7 @@ from pathlib import Path
 
 import slearn_mlx  # noqa: F401  (OpenBLAS before mlx)
 from slearn_mlx.answer import AnswerConfig, answer_items
-from slearn_mlx.calibrate import fit_threshold
+from slearn_mlx.calibrate import cohen_kappa, fit_threshold
 from slearn_mlx.data import load_items
 from slearn_mlx.grade import grade_deterministic
 from slearn_mlx.models import load_model
@@ -47,11 +47,7 @@ def auc(scores: list[float], labels: list[bool]) -> float | None:
 
 def agreement(verdicts: list[bool], labels: list[bool]) -> tuple[float, float]:
     """(agreement, Cohen's kappa): kappa is 0 for a verdict that ignores the item, whatever the base rate."""
-    n = len(labels)
-    po = sum(v == y for v, y in zip(verdicts, labels)) / n
-    pv, py = sum(verdicts) / n, sum(labels) / n
-    pe = pv * py + (1 - pv) * (1 - py)
-    return po, (po - pe) / (1 - pe) if pe < 1 else 0.0
+    return sum(v == y for v, y in zip(verdicts, labels)) / len(labels), cohen_kappa(verdicts, labels)
 
 
 def calibrated(scores: dict[str, float], labels: dict[str, bool], sample: int, draws: int) -> tuple[float, float]:

@@ -23,6 +23,7 @@ class Agreement:
     agreement: float  # share of answers where judge and label agree
     precision_wrong: float | None  # of the answers the judge calls wrong, the share that are wrong
     recall_wrong: float | None  # of the wrong answers, the share the judge calls wrong
+    kappa: float = 0.0  # Cohen's kappa: agreement beyond chance; 0 for a judge calling everything wrong (or right)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Calibration:
         return (
             f"calibrated on {self.after.n} answers labelled by {self.label_source}: "
             f"agreement {100 * self.before.agreement:.1f}% -> {100 * self.after.agreement:.1f}% "
+            f"(kappa {self.before.kappa:.2f} -> {self.after.kappa:.2f}) "
             f"(threshold {self.before.threshold:.3f} -> {self.after.threshold:.3f}); "
             f"wrong precision {pct(self.before.precision_wrong, 'n/a')} -> {pct(self.after.precision_wrong, 'n/a')}, "
             f"recall {pct(self.before.recall_wrong, 'n/a')} -> {pct(self.after.recall_wrong, 'n/a')}"
@@ -61,7 +63,17 @@ def agreement_at(scores: list[float], labels: list[bool], threshold: float) -> A
         agreement=agree / len(labels),
         precision_wrong=both_wrong / called_wrong if called_wrong else None,
         recall_wrong=both_wrong / truly_wrong if truly_wrong else None,
+        kappa=cohen_kappa(verdicts, labels),
     )
+
+
+def cohen_kappa(verdicts: list[bool], labels: list[bool]) -> float:
+    """Agreement beyond what two raters with these base rates reach by chance: (po - pe) / (1 - pe)."""
+    n = len(labels)
+    observed = sum(v == label for v, label in zip(verdicts, labels)) / n
+    yes_v, yes_l = sum(verdicts) / n, sum(labels) / n
+    chance = yes_v * yes_l + (1 - yes_v) * (1 - yes_l)
+    return (observed - chance) / (1 - chance) if chance < 1 else 0.0
 
 
 def fit_threshold(scores: list[float], labels: list[bool]) -> float:

@@ -158,3 +158,13 @@ def test_every_grader_accepts_any_alias_and_the_judge_sees_them_all(grader):
         assert not grade_deterministic(grader, QAItem("b", item.question, "Sucre"), "La Paz")[0]
     prompt = judge_prompt(DEFAULT_TEMPLATES["verdict"], item, "La Paz")
     assert "Sucre (also correct: La Paz)" in prompt
+
+
+def test_kappa_is_zero_for_a_judge_that_calls_everything_wrong_whatever_its_agreement():
+    from slearn_mlx.calibrate import agreement_at, cohen_kappa
+
+    labels = [False] * 8 + [True] * 2
+    lazy = agreement_at([0.1] * 10, labels, 0.5)
+    assert lazy.agreement == 0.8 and lazy.kappa == 0.0
+    assert cohen_kappa(labels, labels) == 1.0
+    assert cohen_kappa([not x for x in labels], labels) < 0
