@@ -27,15 +27,27 @@ TYPES = {"attn_q": "Q5_0", "attn_k": "Q5_0", "attn_v": "Q8_0", "attn_output": "Q
          "ffn_up": "Q8_0", "ffn_down": "Q4_K"}  # fmt: skip
 
 
-def q4_k_bytes(rows: int, cols: int, rng) -> np.ndarray:
-    """Random Q4_K blocks (256 weights in 144 bytes: fp16 scale and min, 12 bytes of sub-scales, 128 of codes)."""
-    blocks = rng.integers(0, 256, size=(rows, cols // 256, 144), dtype=np.uint8)
-    blocks[..., 0:2] = np.frombuffer(np.float16(0.002).tobytes(), np.uint8)
-    blocks[..., 2:4] = np.frombuffer(np.float16(0.001).tobytes(), np.uint8)
+# Only K-quants and F32 (per layer where a list): mlx's own reader accepts such a file, and reads Q4_K wrong.
+# K-quant blocks hold 256 weights of a row, so only ffn_down (256 inputs) can be one here.
+K_ONLY = {"attn_q": "F32", "attn_k": "F32", "attn_v": "F32", "attn_output": "F32", "ffn_gate": "F32",
+          "ffn_up": "F32", "ffn_down": ["Q4_K", "Q6_K"]}  # fmt: skip
+
+
+def k_quant_bytes(qtype: str, rows: int, cols: int, rng) -> np.ndarray:
+    """Random K-quant blocks of 256 weights with small fp16 scales, since `gguf` only dequantizes K-quants.
+    Q4_K: 144 bytes (fp16 scale and min, 12 bytes of sub-scales, 128 of codes); Q6_K: 210 bytes (128 low bits,
+    64 high bits, 16 int8 sub-scales, fp16 scale last)."""
+    size = {"Q4_K": 144, "Q6_K": 210}[qtype]
+    blocks = rng.integers(0, 256, size=(rows, cols // 256, size), dtype=np.uint8)
+    half = lambda x: np.frombuffer(np.float16(x).tobytes(), np.uint8)  # noqa: E731
+    if qtype == "Q4_K":
+        blocks[..., 0:2], blocks[..., 2:4] = half(0.002), half(0.001)
+    else:
+        blocks[..., 208:210] = half(0.0005)
     return blocks.reshape(rows, -1)
 
 
-def write_tiny_qwen2(path, seed: int = 0) -> None:
+def write_tiny_qwen2(path, seed: int = 0, types: dict[str, str | list[str]] = TYPES) -> None:
     rng = np.random.default_rng(seed)
     tokens = vocabulary()
     writer = gguf.GGUFWriter(str(path), "qwen2")
@@ -68,8 +80,14 @@ def write_tiny_qwen2(path, seed: int = 0) -> None:
               "ffn_down": (HIDDEN, FFN)}  # fmt: skip
     for layer in range(LAYERS):
         for kind, shape in shapes.items():
-            qtype = getattr(gguf.GGMLQuantizationType, TYPES[kind])
-            data = q4_k_bytes(*shape, rng) if TYPES[kind] == "Q4_K" else gguf.quants.quantize(w(*shape), qtype)
+            name = types[kind] if isinstance(types[kind], str) else types[kind][layer]
+            qtype = getattr(gguf.GGMLQuantizationType, name)
+            if name == "F32":
+                data = w(*shape)
+            elif name.endswith("_K"):
+                data = k_quant_bytes(name, *shape, rng)
+            else:
+                data = gguf.quants.quantize(w(*shape), qtype)
             writer.add_tensor(f"blk.{layer}.{kind}.weight", data, raw_shape=data.shape, raw_dtype=qtype)
         for kind in ("attn_q", "attn_k", "attn_v"):  # qwen2's attention has biases
             writer.add_tensor(f"blk.{layer}.{kind}.bias", w(shapes[kind][0]))
@@ -113,6 +131,25 @@ def qwen2_gguf(tmp_path_factory):
     path = tmp_path_factory.mktemp("qwen2") / "tiny-qwen2.Q4_K_M.gguf"
     write_tiny_qwen2(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def k_only_gguf(tmp_path_factory):
+    path = tmp_path_factory.mktemp("k_only") / "tiny-qwen2.K.gguf"
+    write_tiny_qwen2(path, types=K_ONLY)
+    return path
+
+
+def test_a_file_mlx_reads_wrong_without_complaint_imports_right(k_only_gguf, tmp_path):
+    weights = mx.load(str(k_only_gguf))  # no error, and a Q4_K matrix that is not the file's
+    reference = reference_model(k_only_gguf)
+    read_by_mlx = np.array(weights["blk.0.ffn_down.weight"])
+    assert np.abs(read_by_mlx - np.array(reference.model.layers[0].mlp.down_proj.weight)).max() > 1e-2
+    imported = import_gguf(k_only_gguf, tmp_path / "m", dtype="float32")
+    model, _ = load_model(str(imported.path))
+    tokens = mx.array([[5, 80, 120, 33, 200, 7, 9, 250]])
+    got, expected = np.array(model(tokens)), np.array(reference(tokens))
+    assert np.abs(got - expected).max() < 1e-4
 
 
 def test_mlx_cannot_read_these_types_itself(qwen2_gguf):
