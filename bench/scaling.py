@@ -28,14 +28,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import random
 import re
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from common import run_slearn
 
 OPTION = re.compile(r"^([A-D])\.\s*(.*)$")
 STAGES = ("answer", "grade", "judge", "select", "train", "capped")
@@ -68,21 +67,6 @@ def medmcqa_validation() -> list[dict]:
     return items
 
 
-def run_stage(args: list[str]) -> tuple[float, float]:
-    """Run `slearn ARGS` in a child process: (wall seconds, peak RSS in MB); exit if it failed."""
-    start = time.perf_counter()
-    quiet = ["--quiet"] if args[0] != "select" else []  # no progress bars
-    child = subprocess.Popen(
-        [sys.executable, "-m", "slearn_mlx", *args, *quiet], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    output = child.stdout.read().decode(errors="replace")
-    _, status, usage = os.wait4(child.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"slearn {' '.join(args)} failed:\n{output[-3000:]}")
-    return wall, usage.ru_maxrss / 1024
-
-
 def stage_seconds(run: Path, stage: str) -> float:
     return json.loads((run / "report.json").read_text())["seconds"][stage]
 
@@ -100,7 +84,7 @@ def measure(size: int, items: list[dict], out: Path, opts: argparse.Namespace, s
     def stage(name: str, directory: Path, args: list[str], reported: str) -> None:
         if name not in stages or name in figures:
             return
-        wall, peak = run_stage(args)
+        wall, peak = run_slearn(args)
         figures[name] = {"seconds": stage_seconds(directory, reported), "wall": round(wall, 2), "peak_mb": round(peak)}
         print(f"n={size:5d} {name:7s} {figures[name]['seconds']:8.1f} s (wall {wall:7.1f} s), peak {peak:6.0f} MB",
               flush=True)  # fmt: skip

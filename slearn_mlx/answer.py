@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from slearn_mlx import distributed
 from slearn_mlx.progress import progress_bar
 from slearn_mlx.prompts import ANSWER_FIELDS, MCQ_FIELDS, MCQ_TEMPLATE, QUESTION_TEMPLATE, template_problem
 from slearn_mlx.records import Answer, QAItem
@@ -100,24 +101,29 @@ def answer_items(
     shared = shared_prefix(list(prompts.values())) if n_todo else 0
     caches = prefix_cache(model, next(iter(prompts.values()))[:shared]) if shared else None
     sampler = make_sampler(temp=config.temperature)
+
+    def generate(batch: list[QAItem]) -> list[tuple[str, int]]:
+        response = batch_generate(
+            model,
+            tokenizer,
+            [prompts[item.id][shared:] for item in batch],
+            prompt_caches=[caches] * len(batch) if caches else None,
+            max_tokens=config.max_tokens,
+            sampler=sampler,
+            completion_batch_size=len(batch),
+            prefill_batch_size=len(batch),
+            return_token_ids=True,
+        )
+        return [(text.strip(), len(ids)) for text, ids in zip(response.texts, response.token_ids)]
+
     n_tokens = 0
+    batches = list(pending_batches(items, done, config.batch_size, lambda item: len(prompts[item.id])))
     with RecordWriter(out_path) as writer, progress_bar(n_todo, desc, progress) as bar:
-        for batch in pending_batches(items, done, config.batch_size, lambda item: len(prompts[item.id])):
-            response = batch_generate(
-                model,
-                tokenizer,
-                [prompts[item.id][shared:] for item in batch],
-                prompt_caches=[caches] * len(batch) if caches else None,
-                max_tokens=config.max_tokens,
-                sampler=sampler,
-                completion_batch_size=len(batch),
-                prefill_batch_size=len(batch),
-                return_token_ids=True,
-            )
-            for item, text, ids in zip(batch, response.texts, response.token_ids):
+        for batch, replies in distributed.map_batches(batches, generate):  # one process: each batch in turn
+            for item, (text, n) in zip(batch, replies):
                 if item.id not in done:
-                    writer.write(Answer(item.id, text.strip(), len(ids)))
-                    n_tokens += len(ids)
+                    writer.write(Answer(item.id, text, n))
+                    n_tokens += n
                     bar.update(1)
     return AnswerSummary(len(items), n_todo, n_tokens, time.perf_counter() - start)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -24,7 +25,12 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except UserError as exc:
-            raise click.ClickException(" ".join(str(exc).split("\n"))) from None
+            from slearn_mlx import distributed
+
+            line = " ".join(str(exc).split("\n"))
+            if distributed.launched() and distributed.rank() > 0 and not isinstance(exc, distributed.PeerLost):
+                line = f"rank {distributed.rank()} of {distributed.size()}: {line}"
+            raise click.ClickException(line) from None
         except KeyboardInterrupt:
             click.echo("interrupted; run the same command again to resume", err=True)
             sys.exit(130)
@@ -214,7 +220,12 @@ SELECT_OPTIONS = _options(
     ALL_ITEMS,
 )  # fmt: skip
 EPOCHS = _setting("--epochs", "train__epochs", int, "Passes over the selected pairs [3].")
-LEARNING_RATE = _setting("--learning-rate", "train__learning_rate", float, "Adam learning rate [2e-4].")
+LEARNING_RATE = _setting(
+    "--learning-rate",
+    "train__learning_rate",
+    float,
+    "Adam learning rate [by the model's width: 2e-4 for SmolLM2-135M, 5.3e-5 for Qwen2.5-0.5B].",
+)
 RANK = _setting("--rank", "train__rank", int, "LoRA rank [8].")
 NUM_LAYERS = _setting("--num-layers", "train__num_layers", int, "Blocks with LoRA, from the top [16].")
 PATIENCE = _setting(
@@ -557,10 +568,16 @@ def compare(out, config_file, quiet, strategies, seeds, calibrate, labels, **ove
 @cli.command()
 @user_errors
 def info():
-    """Versions, backend, device, BLAS in use and the default model's state."""
+    """Versions, backend, device, BLAS in use, the default model's state and the distributed group (under
+    mlx.launch: every rank says where it runs)."""
+    from slearn_mlx import distributed
     from slearn_mlx.models import environment_info
 
-    for key, value in environment_info().items():
+    info = environment_info()
+    if not distributed.is_writer():
+        click.echo(f"{'distributed':24} {info['distributed']}", file=sys.__stdout__)
+        return
+    for key, value in info.items():
         click.echo(f"{key:24} {'-' if value is None else value}")
 
 
@@ -667,6 +684,12 @@ def list_models():
 def main():
     # One summary line per stage: show each as it happens, also when stdout is a file or a pipe.
     sys.stdout.reconfigure(line_buffering=True)
+    from slearn_mlx import distributed
+
+    if distributed.launched():
+        distributed.stop_on_sigterm()
+        if distributed.rank() > 0:  # under mlx.launch, rank 0 reports for the group
+            sys.stdout = open(os.devnull, "w")
     cli()
 
 

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
+from slearn_mlx import distributed
 from slearn_mlx.config import RunConfig
 from slearn_mlx.errors import ConfigError
 from slearn_mlx.pipeline import (
@@ -163,9 +164,10 @@ def _seed_run(run: RunDir, source: RunDir, base: RunDir) -> None:
         (base.eval_grades("base"), run.eval_grades("base")),
     ]
     for origin, copy in copies:
-        if origin.exists() and not copy.exists():
+        if origin.exists() and not copy.exists() and distributed.is_writer():
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(origin, copy)
+    distributed.barrier()  # the copies are in place for every rank
 
 
 def _seed_result(run: RunDir, base_report: dict, strategy: Strategy, seed: int) -> SeedResult:

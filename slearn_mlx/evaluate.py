@@ -13,6 +13,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, ContextManager
 
+from slearn_mlx import distributed
 from slearn_mlx.adapters import adapters_on, has_adapters, remove_adapters
 from slearn_mlx.answer import AnswerConfig, answer_items
 from slearn_mlx.grade import GradeConfig, grade_answers
@@ -44,6 +45,8 @@ class EvalSummary:
 
 def forget_adapted(run: RunDir) -> None:
     """Delete what was evaluated with adapters that are being replaced; the base model's answers stay."""
+    if not distributed.is_writer():
+        return
     for variant in ("adapted", "retention"):
         run.eval_answers(variant).unlink(missing_ok=True)
         run.eval_grades(variant).unlink(missing_ok=True)

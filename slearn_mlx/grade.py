@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from slearn_mlx import distributed
 from slearn_mlx.calibrate import Calibration, calibrate
 from slearn_mlx.errors import ConfigError, NotDone
 from slearn_mlx.judge import JUDGE_MODES, Judge
@@ -281,12 +282,17 @@ def grade_answers(
             if judge is None:
                 raise ConfigError(f"the {config.grader} grader needs a judge model")
             prompts = {item.id: judge.prompt_tokens(item, answers[item.id].text) for item in to_judge}
-            for batch in pending_batches(to_judge, done, config.batch_size, lambda item: len(prompts[item.id])):
-                for item, judgement in zip(batch, judge.judge([prompts[item.id] for item in batch])):
+            batches = list(pending_batches(to_judge, done, config.batch_size, lambda item: len(prompts[item.id])))
+
+            def judged(batch: list[QAItem]) -> list[tuple[float, str | None]]:
+                return [(float(j.score), j.justification) for j in judge.judge([prompts[item.id] for item in batch])]
+
+            for batch, judgements in distributed.map_batches(batches, judged):
+                for item, (score, justification) in zip(batch, judgements):
                     if item.id in done:
                         continue
-                    score = round(judgement.score, 6)
-                    writer.write(Grade(item.id, score >= config.cut, score, config.judge_name, judgement.justification))
+                    score = round(score, 6)
+                    writer.write(Grade(item.id, score >= config.cut, score, config.judge_name, justification))
                     bar.update(1)
 
     grades = read_records(out_path, Grade)

@@ -554,6 +554,16 @@ def fetch_default_model(dtype: str = "auto") -> ImportedModel:
 # --------------------------------------------------------------------------- environment
 
 
+def _group_line() -> str | None:
+    """The distributed group this process runs in, in words; None for one process."""
+    from slearn_mlx import distributed
+
+    group = distributed.describe()
+    if group is None:
+        return None
+    return f"{group['backend']}, rank {group['rank']} of {group['size']} on {platform.node()}"
+
+
 def environment_info() -> dict:
     """Versions, backend, device and the BLAS in use, for `slearn info` and run reports."""
     from importlib.metadata import PackageNotFoundError, version
@@ -580,5 +590,6 @@ def environment_info() -> dict:
         "blas_libraries": ", ".join(os.path.basename(p) for p in _blas.blas_libraries_mapped()) or None,
         "default_model": str(default_model_path()),
         "default_model_installed": (default_model_path() / "config.json").exists(),
+        "distributed": _group_line(),
     }
     return info

@@ -14,6 +14,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, replace
 from typing import Callable, Iterator
 
+from slearn_mlx import distributed
 from slearn_mlx.adapters import has_adapters
 from slearn_mlx.answer import AnswerSummary, answer_items
 from slearn_mlx.ask import SideBySide, ask
@@ -105,8 +106,8 @@ def judge_for(config: RunConfig, models: SharedModel) -> Iterator[Judge | None]:
 
 
 def clear_stage(run: RunDir, stage: str) -> None:
-    """Delete one stage's outputs."""
-    if not run.root.exists():
+    """Delete one stage's outputs (rank 0's work in a distributed group)."""
+    if not run.root.exists() or not distributed.is_writer():
         return
     lock_run(run)
     for path in run.outputs(stage):
@@ -129,7 +130,7 @@ def start_over(run: RunDir, config: RunConfig, stage: str) -> None:
     for later in STAGES[first:]:
         clear_stage(run, later)
     forget_fingerprint(run, STAGES[first:])
-    if first == 0:
+    if first == 0 and distributed.is_writer():
         run.report.unlink(missing_ok=True)
 
 
@@ -324,7 +325,8 @@ def stage_train(run: RunDir, config: RunConfig, models: SharedModel, *, progress
     # New or changed selection or settings: older adapters and what was evaluated with them are stale. A checkpoint
     # stays: train_adapters resumes it only if it comes from this very training (same data and config).
     lock_run(run)
-    shutil.rmtree(run.adapters, ignore_errors=True)
+    if distributed.is_writer():
+        shutil.rmtree(run.adapters, ignore_errors=True)
     forget_adapted(run)
     model, tokenizer = models.get()
     _begin(run, config, "train")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from slearn_mlx import distributed
 from slearn_mlx.answer import AnswerConfig, encode_chat, question_text, shared_prefix
 from slearn_mlx.judge import Prefix
 from slearn_mlx.progress import progress_bar
@@ -185,14 +186,20 @@ def probe_items(
     n_shared = shared_prefix(contexts)
     prefix = Prefix(model, contexts[0][:n_shared]) if n_shared and Prefix.usable(model) else None
     length = lambda item: max(len(row.context) + len(row.target) for row in rows[item.id])  # noqa: E731
+
+    def probed(batch: list[QAItem]) -> list[dict]:
+        reads = iter(read_rows(model, [row for item in batch for row in rows[item.id]], prefix))
+        # An item with aliases is as well known as its best known answer.
+        best = [max((knowledge_of(item, row, next(reads)) for row in rows[item.id]), key=lambda k: k.logprob)
+                for item in batch]  # fmt: skip
+        return [k.to_json() for k in best]
+
+    batches = list(pending_batches(items, done, batch_size, length))
     with RecordWriter(out_path) as writer, progress_bar(n_todo, "probe", progress) as bar:
-        for batch in pending_batches(items, done, batch_size, length):
-            reads = iter(read_rows(model, [row for item in batch for row in rows[item.id]], prefix))
-            for item in batch:
-                # An item with aliases is as well known as its best known answer.
-                readings = [knowledge_of(item, row, next(reads)) for row in rows[item.id]]
+        for batch, readings in distributed.map_batches(batches, probed):
+            for item, reading in zip(batch, readings):
                 if item.id not in done:
-                    writer.write(max(readings, key=lambda k: k.logprob))
+                    writer.write(Knowledge.from_json(reading))
                     bar.update(1)
     return n_todo
 

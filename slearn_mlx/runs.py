@@ -35,6 +35,7 @@ from typing import Any, Callable, Container, Iterable, Iterator, TypeVar
 
 import jsonlines
 
+from slearn_mlx import distributed
 from slearn_mlx.errors import MissingInput, UserError
 from slearn_mlx.records import QAItem, Record
 
@@ -146,7 +147,7 @@ def lock_run(run: RunDir) -> None:
     holder exits, however it exits, so a killed run never leaves a stale lock.
     """
     root = run.root.resolve()
-    if root in _held_locks:
+    if root in _held_locks or not distributed.is_writer():  # one lock for a distributed group: rank 0's
         return
     with writing(root / ".lock"):
         root.mkdir(parents=True, exist_ok=True)
@@ -173,7 +174,15 @@ def atomic_file(path: Path, mode: str = "w"):
 
     It is written beside `path` (so the rename is atomic), synced, then renamed
     into place; on any error the temporary file is removed and `path` is untouched.
+
+    In a distributed group only rank 0 writes (the others write to /dev/null), and every rank waits at the end
+    until the file is in place.
     """
+    if not distributed.is_writer():
+        with open(os.devnull, mode, encoding=None if "b" in mode else "utf-8") as handle:
+            yield handle
+        distributed.barrier()
+        return
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{PARTIAL}", dir=path.parent)
@@ -189,6 +198,7 @@ def atomic_file(path: Path, mode: str = "w"):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    distributed.barrier()
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -243,36 +253,46 @@ def read_records(path: Path, record_type: type[R], *, repair: bool = True) -> di
             break  # everything from the first unreadable line on is recomputed
         records[record.id] = record
         good_bytes += len(raw)
-    if repair and good_bytes < len(data):
+    if repair and good_bytes < len(data) and distributed.is_writer():
         with open(path, "r+b") as handle:
             handle.truncate(good_bytes)
     return records
 
 
 class RecordWriter:
-    """Appends records to a stage file, one flushed line each."""
+    """Appends records to a stage file, one flushed line each.
+
+    In a distributed group only rank 0 writes, and closing waits for every rank, so that no rank reads the
+    file before it is whole."""
 
     def __init__(self, path: Path):
         self.path = path
+        self._writer = None
+        if not distributed.is_writer():
+            return
         with writing(path):
             path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(path, "a", encoding="utf-8")
         self._writer = jsonlines.Writer(self._handle, flush=True, compact=True)
 
     def write(self, record: Record) -> None:
-        with writing(self.path):
-            self._writer.write(record.to_json())
+        if self._writer is not None:
+            with writing(self.path):
+                self._writer.write(record.to_json())
 
-    def close(self) -> None:
-        with writing(self.path):
-            self._writer.close()
-            self._handle.close()
+    def close(self, sync: bool = True) -> None:
+        if self._writer is not None:
+            with writing(self.path):
+                self._writer.close()
+                self._handle.close()
+        if sync:  # not on the way out of an error: the other ranks may be in another exchange
+            distributed.barrier()
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        self.close(sync=exc_type is None)
 
 
 def pending_batches(

@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from slearn_mlx import distributed
 from slearn_mlx.adapters import (
     ADAPTER_CONFIG,
     FINE_TUNE_TYPES,
@@ -57,7 +58,7 @@ from slearn_mlx.runs import (
 class TrainConfig:
     epochs: int = 3  # passes over the selected pairs
     batch_size: int = 4  # pairs per optimizer step (fewer pairs than this train as one smaller batch)
-    learning_rate: float = 2e-4  # Adam step size
+    learning_rate: float | None = None  # Adam step size; None: by the model's width (auto_learning_rate)
     fine_tune_type: str = "lora"  # lora | dora | full: adapters on the linear layers, or every weight of the blocks
     rank: int = 8  # LoRA rank
     num_layers: int = 16  # transformer blocks that train, counted from the top
@@ -100,7 +101,7 @@ class TrainConfig:
             out.append("train.warmup must not be negative")
         if self.weight_decay < 0:
             out.append("train.weight_decay must not be negative")
-        if self.learning_rate <= 0:
+        if self.learning_rate is not None and self.learning_rate <= 0:
             out.append("train.learning_rate must be positive")
         if not 0.0 <= self.dropout < 1.0:
             out.append("train.dropout must be in [0, 1)")
@@ -140,6 +141,19 @@ class TrainSummary:
             f"trained on {self.n_examples} pairs: {self.epochs} epochs, {self.steps} steps{resumed}, "
             f"train loss {self.train_loss:.3f}{val}, in {self.seconds:.1f} s ({rate:.0f} tok/s)"
         )
+
+
+# The widest model the rate stays at its most, and the floor (mlx-lm's own default rate).
+_LR_MAX, _LR_WIDTH, _LR_MIN = 2e-4, 576, 1e-5
+
+
+def auto_learning_rate(model) -> float:
+    """The default Adam rate for LoRA at scale 20 on `model`: 2e-4 up to SmolLM2-135M's width (576), then falling
+    with the cube of the width, down to 1e-5. Measured (BENCHMARKS.md, "Learning rate by model width"): 2e-4
+    trains SmolLM2 well and makes Qwen2.5-0.5B (896) diverge, where 5e-5 trains it well; the rule gives 5.3e-5."""
+    args = getattr(model, "args", None)
+    width = getattr(args, "hidden_size", None) or _LR_WIDTH
+    return float(min(_LR_MAX, max(_LR_MIN, _LR_MAX * (_LR_WIDTH / width) ** 3)))
 
 
 def pair_epochs(rows: list[dict], epochs: int, seed: int) -> list[set[int]]:
@@ -241,6 +255,30 @@ def iterate_batches(dataset, batch_size: int, max_seq_length: int, rng: np.rando
         yield make_batch(dataset, indices, max_seq_length)
 
 
+def _token_share(batch, has_rows: bool):
+    """This rank's share of its batch's answer tokens (all ranks together: 1), as an array for the compiled step."""
+    import mlx.core as mx
+
+    scored = batch.scored if isinstance(batch, Batch) else batch.ce_scored
+    n_local = scored.sum() if has_rows else mx.array(0)
+    if distributed.size() == 1:
+        return mx.array(1.0)
+    with distributed.collective():
+        n_total = distributed.all_sum(n_local)
+        share = n_local.astype(mx.float32) / mx.maximum(n_total, 1).astype(mx.float32)
+        mx.eval(share)
+    return share
+
+
+def _mastery(indices: list[int], mine: list[int], mastered: list[bool]) -> list[tuple[int, bool]]:
+    """(pair, learned word for word) for every pair of the batch; in a distributed group the ranks tell each other
+    theirs."""
+    if distributed.size() == 1:
+        return list(zip(indices, mastered))
+    own = list(zip(mine, mastered)) if distributed.rank() < len(indices) else []
+    return [(i, ok) for shard in distributed.exchange(own) for i, ok in shard]
+
+
 def answer_logits(model, tokens, positions):
     """The logits that predict the answer tokens: the vocabulary projection is computed only at `positions`
     where the model's head allows it (most positions are prompt, and the projection is a large share of a
@@ -276,14 +314,21 @@ def answer_loss(model, tokens, bounds, positions, scored, *, mastery: bool = Fal
 
 
 def mean_loss(model, dataset, batch_size: int, max_seq_length: int) -> float:
-    """Mean loss per answer token over a dataset, without training."""
+    """Mean loss per answer token over a dataset, without training; in a distributed group, batch i is read by
+    rank i % N and the sums are added up."""
     import mlx.core as mx
 
     total, count = mx.array(0.0), mx.array(0)
-    for batch in iterate_batches(dataset, batch_size, max_seq_length):
-        loss, n = answer_loss(model, *batch)
+    for i, indices in enumerate(batch_order(dataset, batch_size)):
+        if i % distributed.size() != distributed.rank():
+            continue
+        loss, n = answer_loss(model, *make_batch(dataset, indices, max_seq_length))
         total, count = total + loss * n, count + n
         mx.eval(total, count)
+    if distributed.size() > 1:
+        with distributed.collective():
+            total, count = distributed.all_sum(total), distributed.all_sum(count)
+            mx.eval(total, count)
     return (total / count).item()
 
 
@@ -359,7 +404,9 @@ def train_adapters(
 
     mx.random.seed(config.seed)  # LoRA's initial weights
     num_layers, lora = add_trainable_layers(model, config)
-    key = training_key(config, train_dir)
+    key = training_key(config, train_dir)  # of the settings as given: "auto" stays auto for a resumed run
+    if config.learning_rate is None:
+        config = replace(config, learning_rate=auto_learning_rate(model))
     settings = adapter_config(config, num_layers, model_name, key, lora, None)
     anchor_rows = read_chat_rows(train_dir / ANCHORS_FILE) if config.kl > 0 else []
     anchor_set = CacheDataset(ChatDataset(anchor_rows, tokenizer, mask_prompt=True)) if anchor_rows else None
@@ -381,22 +428,31 @@ def train_adapters(
     state, best = resumed if resumed else (TrainState(key), None)
     resumed_at = state.step
 
-    def loss_with_kl(model, *batch):
+    ranks = distributed.size()
+
+    def loss_with_kl(model, share, *batch):
         if targets is None:
             loss, n_tokens, mastered = answer_loss(model, *batch, mastery=True)
             kl = mx.array(0.0)
         else:
             loss, n_tokens, kl, mastered = mixed_loss(model, *batch)
+        if ranks > 1:  # this rank's share of the batch's answer tokens: the summed gradients are one process's
+            loss = loss * share
         return loss + config.kl * kl, n_tokens, loss, kl, mastered
 
     loss_and_grad = nn.value_and_grad(model, loss_with_kl)
     compiled_state = [model.state, optimizer.state, mx.random.state]
 
     @partial(mx.compile, inputs=compiled_state, outputs=compiled_state)
-    def step(batch, pending, n_summed, update):
+    def step(batch, pending, n_summed, update, share):
         """One batch's gradient, added to those `pending` from earlier batches of the same update; with
-        `update`, their mean over the `n_summed` batches is applied."""
-        (_, n_tokens, loss, kl, mastered), grad = loss_and_grad(model, *batch)
+        `update`, their mean over the `n_summed` batches is applied. In a distributed group each rank reads its
+        share of the batch and the gradients are summed over the ranks (the KL term's anchors are rank 0's)."""
+        (_, n_tokens, loss, kl, mastered), grad = loss_and_grad(model, share, *batch)
+        if ranks > 1:
+            grad = tree_map(distributed.all_sum, grad)
+            loss, kl = distributed.all_sum(loss), distributed.all_sum(kl)  # the batch's mean loss, rank 0's KL
+            n_tokens = distributed.all_sum(n_tokens * (share > 0))
         if pending is not None:
             grad = tree_map(lambda a, b: a + b, grad, pending)
         if update:
@@ -438,23 +494,31 @@ def train_adapters(
                     if restore_blocks is not None:
                         restore_blocks()
                     return TrainSummary.skip(f"stopped after {state.step - resumed_at} steps")
+                # This rank's rows: all of them in one process, every N-th of N ranks (a rank left without
+                # one reads a stand-in row with no weight).
+                mine = indices[distributed.rank() :: ranks] or indices[:1]
                 if targets is None:
-                    batch = make_batch(train_set, indices, config.max_seq_length)
-                else:  # the step's anchors ride in the same batch as its training pairs
+                    batch = make_batch(train_set, mine, config.max_seq_length)
+                else:  # the step's anchors ride in the same batch as its training pairs (rank 0's)
                     chosen = anchor_indices(len(anchor_set), config.kl_batch, state.step, config.seed)
-                    batch = mixed_batch(train_set, indices, anchor_set, targets, chosen, config.max_seq_length)
+                    chosen = chosen if distributed.is_writer() else []
+                    batch = mixed_batch(train_set, mine, anchor_set, targets, chosen, config.max_seq_length)
+                share = _token_share(batch, has_rows=distributed.rank() < len(indices))
                 done = state.batch + 1  # batches of this epoch done after this one
                 update = done % group == 0 or done == len(batches)
-                loss, n_tokens, kl, pending, mastered = step(tuple(batch), pending, (done - 1) % group + 1, update)
-                mx.eval(compiled_state, loss, n_tokens, kl, pending, mastered)
+                with distributed.collective():
+                    loss, n_tokens, kl, pending, mastered = step(
+                        tuple(batch), pending, (done - 1) % group + 1, update, share
+                    )
+                    mx.eval(compiled_state, loss, n_tokens, kl, pending, mastered)
                 learned = set(state.learned)
-                for i, ok in zip(indices, mastered.tolist()):
+                for i, ok in _mastery(indices, mine, mastered.tolist()):
                     (learned.add if ok else learned.discard)(i)
                 state.learned = sorted(learned)
                 state.epoch_loss += loss.item() * n_tokens.item()
                 state.epoch_tokens += n_tokens.item()
                 state.epoch_kl += kl.item()
-                state.n_seq_tokens += int(batch.bounds[:, 1].sum().item())
+                state.n_seq_tokens += sum(min(len(train_set[i][0]), config.max_seq_length) for i in indices)
                 state.step_losses.append(round(loss.item(), 6))
                 state.batch += 1
                 state.step += 1
@@ -498,7 +562,8 @@ def train_adapters(
         base_weights.restore(model)
     elif best is not None:  # the model leaves with the adapters it saved
         model.load_weights(list(best.items()), strict=False)
-    checkpoint.unlink(missing_ok=True)
+    if distributed.is_writer():
+        checkpoint.unlink(missing_ok=True)
     last = state.history[-1]
     return TrainSummary(
         n_examples=len(rows),

@@ -450,3 +450,23 @@ def test_pairs_marked_for_one_epoch_train_in_one_epoch_only(tiny_model, tmp_path
     losses = [json.loads(line) for line in (tmp_path / "train/losses.jsonl").read_text().splitlines()]
     assert [row["pairs"] for row in losses] == [5, 5, 5]  # three every epoch, two of the six once each
     assert summary.steps == 3
+
+
+def test_the_default_learning_rate_falls_with_the_models_width(tiny_model, tmp_path):
+    from types import SimpleNamespace
+
+    from slearn_mlx.checkpoint import already_trained
+    from slearn_mlx.train import auto_learning_rate
+
+    rate = lambda width: auto_learning_rate(SimpleNamespace(args=SimpleNamespace(hidden_size=width)))  # noqa: E731
+    assert rate(64) == rate(576) == 2e-4  # the tiny model and SmolLM2-135M
+    assert rate(896) == pytest.approx(5.31e-5, rel=1e-2)  # Qwen2.5-0.5B: 2e-4 diverges there, 5e-5 trains
+    assert rate(1536) == pytest.approx(1.05e-5, rel=1e-2) and rate(4096) == 1e-5
+    # Unset, training uses it and records it where mlx-lm reads it; the run's settings keep "auto".
+    model, tokenizer = load_model(tiny_model)
+    write_train_dir(tmp_path / "train", 4)
+    train_adapters(model, tokenizer, tmp_path / "train", tmp_path / "a", TrainConfig(epochs=1, num_layers=1),
+                   progress=False)  # fmt: skip
+    saved = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert saved["learning_rate"] == 2e-4
+    assert already_trained(tmp_path / "a", tmp_path / "train", TrainConfig(epochs=1, num_layers=1))

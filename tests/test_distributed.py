@@ -1,0 +1,125 @@
+"""Two ranks of mlx's ring backend on this machine (loopback), launched by `mlx.launch` as a user would: the run
+directory they write is the one a single process writes. Real processes, real sockets, real kills."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from killing import compare_runs, finish, make_workspace, run_args
+
+RANKS = 2
+TOLERANCE = 1e-5  # largest |difference| allowed between the adapters of 2 ranks and of one process
+
+
+def launch_args(args: list[str], ranks: int = RANKS) -> list[str]:
+    port = random.Random(os.getpid() + time.time_ns()).randrange(20000, 60000, 16)
+    launcher = str(Path(sys.executable).with_name("mlx.launch"))
+    if not Path(launcher).exists():
+        launcher = "mlx.launch"
+    return [launcher, "-n", str(ranks), "--backend", "ring", "--starting-port", str(port), "--",
+            sys.executable, "-m", "slearn_mlx", *args]  # fmt: skip
+
+
+def launch(args: list[str], tag: str = "", timeout: float = 600) -> subprocess.CompletedProcess:
+    env = os.environ | {"OPENBLAS_NUM_THREADS": "1", "SLEARN_TEST_TAG": tag}
+    return subprocess.run(launch_args(args), capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def adapter_difference(a: Path, b: Path) -> float:
+    import mlx.core as mx
+
+    wa, wb = mx.load(str(a / "adapters.safetensors")), mx.load(str(b / "adapters.safetensors"))
+    assert wa.keys() == wb.keys()
+    return max(float(np.abs(np.array(wa[k]) - np.array(wb[k])).max()) for k in wa)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distributed")
+    model, data = make_workspace(root, n_items=40)
+    finish(run_args(model, data, root / "one"))
+    return root, model, data
+
+
+def test_two_ranks_write_what_one_process_writes(workspace):
+    root, model, data = workspace
+    result = launch(run_args(model, data, root / "two"))
+    assert result.returncode == 0 and "rank" not in result.stderr.lower().replace("ring", ""), result.stderr
+    # Answers, grades, selection and evaluation byte for byte; the adapters within float tolerance.
+    problems = compare_runs(root / "one", root / "two")
+    assert set(problems) <= {"differs adapters/adapters.safetensors", "differs train/losses.jsonl"}, problems
+    assert adapter_difference(root / "one" / "adapters", root / "two" / "adapters") < TOLERANCE
+    report = (root / "two" / "report.json").read_text()
+    assert '"distributed": "ring, rank 0 of 2' in report
+
+
+def _rank_pid(tag: str, rank: int) -> int | None:
+    """The pid of the slearn process of `rank` launched with SLEARN_TEST_TAG=tag."""
+    for entry in Path("/proc").iterdir():
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if f"SLEARN_TEST_TAG={tag}".encode() in environ and f"MLX_RANK={rank}".encode() in environ:
+            return int(entry.name)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the rank's process through /proc (Linux)")
+def test_a_killed_rank_stops_the_other_with_one_line_and_the_rerun_is_exact(workspace):
+    root, model, data = workspace
+    out = root / "killed"
+    args = run_args(model, data, out)
+    env = os.environ | {"OPENBLAS_NUM_THREADS": "1", "SLEARN_TEST_TAG": "kill"}
+    process = subprocess.Popen(launch_args(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    # Rank 1 dies while the judge grades: answers are complete, grades partly written.
+    while not (out / "grades.jsonl").exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    pid = _rank_pid("kill", 1)
+    assert pid is not None and process.poll() is None
+    os.kill(pid, signal.SIGKILL)
+    _, stderr = process.communicate(timeout=120)
+    lines = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and "another rank of the group" in lines[0], stderr
+    assert "Traceback" not in stderr
+    assert not (out / "adapters").exists()
+    # The same command again, on 2 ranks, ends where the uninterrupted one-process run ended.
+    result = launch(args)
+    assert result.returncode == 0, result.stderr
+    problems = compare_runs(root / "one", out)
+    assert set(problems) <= {"differs adapters/adapters.safetensors", "differs train/losses.jsonl"}, problems
+    assert adapter_difference(root / "one" / "adapters", out / "adapters") < TOLERANCE
+
+
+def test_training_resumed_with_another_number_of_ranks(workspace, tmp_path):
+    """Killed in training on 2 ranks, finished by one process: the adapters are those of one process."""
+    root, model, data = workspace
+    out = tmp_path / "resized"
+    args = run_args(model, data, out)
+    env = os.environ | {"OPENBLAS_NUM_THREADS": "1", "SLEARN_TEST_TAG": "resize"}
+    process = subprocess.Popen(launch_args(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    checkpoint = out / "train" / "checkpoint.safetensors"
+    while not checkpoint.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    assert checkpoint.exists(), process.communicate()[1]
+    process.send_signal(signal.SIGKILL)  # the launcher; its ranks lose their peer and stop
+    for rank in range(RANKS):
+        pid = _rank_pid("resize", rank)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+    finish(args)
+    problems = compare_runs(root / "one", out)
+    assert set(problems) <= {"differs adapters/adapters.safetensors", "differs train/losses.jsonl"}, problems
+    assert adapter_difference(root / "one" / "adapters", out / "adapters") < TOLERANCE
