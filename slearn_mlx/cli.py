@@ -60,7 +60,10 @@ FORCE = click.option(
 QUIET = click.option("--quiet", is_flag=True, help="No progress bars.")
 CONFIG = click.option("--config", "config_file", type=FILE, help="YAML file of options (command-line options win).")
 MODEL = _setting(
-    "--model", "model", str, "mlx-lm model: Hugging Face id or local directory [the embedded SmolLM2-135M-Instruct]."
+    "--model",
+    "model",
+    str,
+    "mlx-lm model: an installed name (slearn models list), a local directory or a Hugging Face id [the embedded SmolLM2-135M-Instruct].",
 )
 TRUST_REMOTE_CODE = click.option(
     "--trust-remote-code",
@@ -106,7 +109,7 @@ JUDGE_MODEL = _setting(
     "--judge-model",
     "grade__judge_model",
     str,
-    "A separate judge model (Hugging Face id or directory) [the run's model judges itself].",
+    "A separate judge model (an installed name, a directory or a Hugging Face id) [the run's model judges itself].",
 )
 JUDGE_TEMPLATE = _setting(
     "--judge-template",
@@ -603,7 +606,7 @@ def models():
 )
 @user_errors
 def import_gguf(gguf_file, out_dir, dtype, check):
-    """Import a llama or qwen2 GGUF file (or a name `slearn models list` shows) as an mlx-lm model directory.
+    """Import a llama, qwen2 or qwen3 GGUF file (or a name `slearn models list` shows) as an mlx-lm model directory.
 
     \b
     Example:

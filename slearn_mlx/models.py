@@ -42,6 +42,8 @@ _GGUF_LAYER_NAMES = {
     "ffn_down": "mlp.down_proj",
     "attn_norm": "input_layernorm",
     "ffn_norm": "post_attention_layernorm",
+    "attn_q_norm": "self_attn.q_norm",  # qwen3: RMSNorm of each head's queries and keys
+    "attn_k_norm": "self_attn.k_norm",
 }
 _GGUF_TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 _GGUF_BLOCK = 32  # every GGUF Q4_0/Q4_1/Q8_0 block holds 32 weights
@@ -204,7 +206,11 @@ def _scalar(metadata: dict, key: str, default=None):
 
 # What mlx reads from a GGUF file itself, keeping 4-bit blocks as they are; every other type (the K-quants
 # Q2_K..Q6_K, Q5_0/Q5_1, BF16) goes through llama.cpp's own Python reader, `gguf`, dequantized in numpy.
-_ARCHITECTURES = {"llama": ("llama", "LlamaForCausalLM"), "qwen2": ("qwen2", "Qwen2ForCausalLM")}
+_ARCHITECTURES = {
+    "llama": ("llama", "LlamaForCausalLM"),
+    "qwen2": ("qwen2", "Qwen2ForCausalLM"),
+    "qwen3": ("qwen3", "Qwen3ForCausalLM"),
+}
 
 
 MLX_GGUF_TYPES = (
@@ -295,7 +301,8 @@ def _gguf_config(metadata: dict, weights: dict) -> dict:
         "intermediate_size": int(key("feed_forward_length")),
         "num_attention_heads": n_heads,
         "num_key_value_heads": int(key("attention.head_count_kv", n_heads)),
-        "head_dim": int(key("rope.dimension_count", hidden // n_heads)),
+        # Qwen3's heads are wider than hidden / heads; llama.cpp writes their width as the key length.
+        "head_dim": int(key("attention.key_length", key("rope.dimension_count", hidden // n_heads))),
         "rms_norm_eps": float(key("attention.layer_norm_rms_epsilon", 1e-5)),
         "rope_theta": float(key("rope.freq_base", 10000.0)),
         "max_position_embeddings": int(key("context_length", 2048)),
@@ -408,7 +415,7 @@ def _gguf_tokenizer(metadata: dict):
 
 
 def import_gguf(gguf_path: str | Path, out_dir: str | Path | None = None, dtype: str = "auto") -> ImportedModel:
-    """Import a llama or qwen2 GGUF file (any common tensor type) as an mlx-lm model directory.
+    """Import a llama, qwen2 or qwen3 GGUF file (any common tensor type) as an mlx-lm model directory.
 
     dtype: "float32"/"float16"/"bfloat16" dequantize every tensor; "q4" keeps
     4-bit GGUF blocks as mlx 4-bit (group 32) tensors, losslessly; "auto" picks

@@ -47,11 +47,15 @@ def k_quant_bytes(qtype: str, rows: int, cols: int, rng) -> np.ndarray:
     return blocks.reshape(rows, -1)
 
 
-def write_tiny_qwen2(path, seed: int = 0, types: dict[str, str | list[str]] = TYPES) -> None:
+QWEN3_HEAD = 32  # Qwen3's heads are wider than hidden / heads (here 64 / 4 = 16)
+
+
+def write_tiny_qwen2(path, seed: int = 0, types: dict[str, str | list[str]] = TYPES, arch: str = "qwen2") -> None:
+    """A tiny qwen2 model, or with `arch="qwen3"` a qwen3 one: wider heads, RMSNorm of queries and keys, no biases."""
     rng = np.random.default_rng(seed)
     tokens = vocabulary()
-    writer = gguf.GGUFWriter(str(path), "qwen2")
-    writer.add_name("tiny-qwen2")
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name(f"tiny-{arch}")
     writer.add_block_count(LAYERS)
     writer.add_embedding_length(HIDDEN)
     writer.add_feed_forward_length(FFN)
@@ -74,7 +78,10 @@ def write_tiny_qwen2(path, seed: int = 0, types: dict[str, str | list[str]] = TY
 
     writer.add_tensor("token_embd.weight", w(len(tokens), HIDDEN))
     writer.add_tensor("output_norm.weight", 1 + w(HIDDEN) * 0.1)
-    head = HIDDEN // HEADS
+    head = QWEN3_HEAD if arch == "qwen3" else HIDDEN // HEADS
+    if arch == "qwen3":
+        writer.add_key_length(head)
+        writer.add_value_length(head)
     shapes = {"attn_q": (HEADS * head, HIDDEN), "attn_k": (KV_HEADS * head, HIDDEN), "attn_v": (KV_HEADS * head, HIDDEN),
               "attn_output": (HIDDEN, HEADS * head), "ffn_gate": (FFN, HIDDEN), "ffn_up": (FFN, HIDDEN),
               "ffn_down": (HIDDEN, FFN)}  # fmt: skip
@@ -89,8 +96,12 @@ def write_tiny_qwen2(path, seed: int = 0, types: dict[str, str | list[str]] = TY
             else:
                 data = gguf.quants.quantize(w(*shape), qtype)
             writer.add_tensor(f"blk.{layer}.{kind}.weight", data, raw_shape=data.shape, raw_dtype=qtype)
-        for kind in ("attn_q", "attn_k", "attn_v"):  # qwen2's attention has biases
-            writer.add_tensor(f"blk.{layer}.{kind}.bias", w(shapes[kind][0]))
+        if arch == "qwen2":  # qwen2's attention has biases
+            for kind in ("attn_q", "attn_k", "attn_v"):
+                writer.add_tensor(f"blk.{layer}.{kind}.bias", w(shapes[kind][0]))
+        else:
+            for kind in ("attn_q_norm", "attn_k_norm"):
+                writer.add_tensor(f"blk.{layer}.{kind}.weight", 1 + w(head) * 0.1)
         writer.add_tensor(f"blk.{layer}.attn_norm.weight", 1 + w(HIDDEN) * 0.1)
         writer.add_tensor(f"blk.{layer}.ffn_norm.weight", 1 + w(HIDDEN) * 0.1)
     writer.write_header_to_file()
@@ -101,12 +112,17 @@ def write_tiny_qwen2(path, seed: int = 0, types: dict[str, str | list[str]] = TY
 
 MLX_NAMES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
              "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-             "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}  # fmt: skip
+             "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+             "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm"}  # fmt: skip
 
 
-def reference_model(path):
-    """An mlx-lm qwen2 model whose weights are `gguf`'s own dequantization of the file, no importer involved."""
-    from mlx_lm.models.qwen2 import Model, ModelArgs
+def reference_model(path, arch: str = "qwen2"):
+    """An mlx-lm qwen2 (or qwen3) model whose weights are `gguf`'s own dequantization of the file, no importer
+    involved."""
+    import importlib
+
+    module = importlib.import_module(f"mlx_lm.models.{arch}")
+    Model, ModelArgs = module.Model, module.ModelArgs
 
     weights = {}
     for tensor in gguf.GGUFReader(str(path)).tensors:
@@ -118,9 +134,10 @@ def reference_model(path):
         else:
             name = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight"}[name]
         weights[name] = mx.array(array.astype(np.float32))
-    args = ModelArgs(model_type="qwen2", hidden_size=HIDDEN, num_hidden_layers=LAYERS, intermediate_size=FFN,
+    extra = {"head_dim": QWEN3_HEAD, "max_position_embeddings": 512} if arch == "qwen3" else {}
+    args = ModelArgs(model_type=arch, hidden_size=HIDDEN, num_hidden_layers=LAYERS, intermediate_size=FFN,
                      num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, rms_norm_eps=1e-6,
-                     vocab_size=len(vocabulary()), rope_theta=1e6, tie_word_embeddings=True)  # fmt: skip
+                     vocab_size=len(vocabulary()), rope_theta=1e6, tie_word_embeddings=True, **extra)  # fmt: skip
     model = Model(args)
     model.load_weights(list(weights.items()))
     return model
@@ -214,3 +231,16 @@ def test_imports_agree_with_a_numpy_forward_pass_of_the_file(architecture, tiny_
     assert check.positions == 10 and check.top1_agreement == 1.0 and check.max_logit_difference < 1e-4
     result = runner.invoke(cli, ["models", "import-gguf", str(source), "--out", str(tmp_path / "c"), "--check"])
     assert result.exit_code == 0 and "top-1 agreement 100.0%" in result.output, result.output
+
+
+def test_a_qwen3_file_imports_with_its_wider_heads_and_query_key_norms(tmp_path):
+    path = tmp_path / "tiny-qwen3.gguf"
+    write_tiny_qwen2(path, arch="qwen3")
+    imported = import_gguf(path, tmp_path / "m", dtype="float32")
+    config = json.loads((imported.path / "config.json").read_text())
+    assert config["model_type"] == "qwen3" and config["head_dim"] == QWEN3_HEAD
+    model, _ = load_model(str(imported.path))
+    tokens = mx.array([[5, 80, 120, 33, 200, 7, 9, 250]])
+    got, expected = np.array(model(tokens)), np.array(reference_model(path, "qwen3")(tokens))
+    assert np.abs(got - expected).max() < 1e-4
+    assert (got.argmax(-1) == expected.argmax(-1)).all()
