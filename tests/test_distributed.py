@@ -3,6 +3,7 @@ directory they write is the one a single process writes. Real processes, real so
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -123,3 +124,25 @@ def test_training_resumed_with_another_number_of_ranks(workspace, tmp_path):
     problems = compare_runs(root / "one", out)
     assert set(problems) <= {"differs adapters/adapters.safetensors", "differs train/losses.jsonl"}, problems
     assert adapter_difference(root / "one" / "adapters", out / "adapters") < TOLERANCE
+
+
+def test_compare_with_the_probe_and_the_kl_term_on_two_ranks(workspace, tmp_path):
+    """compare's strategies (the probe, rehearsal, anchors held by a KL term, rank 0's) on 2 ranks: the same
+    selections, evaluations and report figures as one process; adapters within tolerance."""
+    root, model, data = workspace
+    args = lambda out: ["compare", "--data", str(data), "--test", str(data), "--model", str(model),  # noqa: E731
+                        "--out", str(out), "--grader", "contains", "--max-tokens", "6", "--epochs", "1",
+                        "--num-layers", "2", "--batch-size", "4", "--quiet", "--strategy", "all",
+                        "--strategy", "budget0.5+probe+rehearse1+anchors1+kl1"]  # fmt: skip
+    finish(args(tmp_path / "one"))
+    result = launch(args(tmp_path / "two"))
+    assert result.returncode == 0, result.stderr
+    for run in ("base", "base-probe", "all", "budget0.5+probe+rehearse1+anchors1+kl1"):
+        problems = compare_runs(tmp_path / "one" / run, tmp_path / "two" / run)
+        assert set(problems) <= {"differs adapters/adapters.safetensors", "differs train/losses.jsonl"}, (run, problems)
+        if (tmp_path / "one" / run / "adapters").exists():
+            assert (
+                adapter_difference(tmp_path / "one" / run / "adapters", tmp_path / "two" / run / "adapters") < TOLERANCE
+            )
+    one, two = (json.loads((tmp_path / name / "report.json").read_text()) for name in ("one", "two"))
+    assert [s["accuracy"] for s in one["strategies"]] == [s["accuracy"] for s in two["strategies"]]

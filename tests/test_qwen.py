@@ -62,7 +62,11 @@ def test_slearn_run_with_qwen_through_every_stage(qwen, tmp_path):
     assert report["stages"]["train"]["n_examples"] == 6 and report["stages"]["train"]["steps"] == 2
     config = json.loads((out / "adapters" / "adapter_config.json").read_text())
     assert config["num_layers"] == 4 and (out / "adapters" / "adapters.safetensors").exists()
-    assert 0.0 <= report["adapted_accuracy"] <= 1.0 and report["base_accuracy"] >= 0.5  # Qwen knows capitals
+    assert 0.0 <= report["base_accuracy"] <= 1.0 and 0.0 <= report["adapted_accuracy"] <= 1.0
+    # Qwen knows capitals: its answers name most of them (the uncalibrated judge may still call them wrong).
+    items = {r["id"]: r["reference"] for r in map(json.loads, (out / "items.jsonl").read_text().splitlines())}
+    answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert sum(items[a["id"]].lower() in a["text"].lower() for a in answers) >= 4, answers
 
 
 def test_qwen_judges_the_default_models_answers_by_name(qwen, default_model, tmp_path):
