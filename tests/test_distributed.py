@@ -146,3 +146,11 @@ def test_compare_with_the_probe_and_the_kl_term_on_two_ranks(workspace, tmp_path
             )
     one, two = (json.loads((tmp_path / name / "report.json").read_text()) for name in ("one", "two"))
     assert [s["accuracy"] for s in one["strategies"]] == [s["accuracy"] for s in two["strategies"]]
+
+
+def test_info_shows_each_rank_of_the_group():
+    result = launch(["info"])
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("distributed")]
+    assert sorted(line.split("ring, ")[1].split(" on ")[0] for line in lines) == ["rank 0 of 2", "rank 1 of 2"]
+    assert "mlx " in result.stdout  # rank 0 prints the rest
