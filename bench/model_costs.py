@@ -4,7 +4,8 @@ For each model, the stages run as the `slearn` commands a user runs, each in its
 shipped MedMCQA questions: answer (--max-tokens M), grade with the model judging itself (verdict), select --all,
 train (--epochs 1, LoRA rank 8 on 16 layers, batch 4), evaluate (the same questions: base and adapted
 answers, graded by the run's judge). Per stage: the seconds report.json gives (its own work, without start-up and loading), its
-throughput (answer and train: tokens/s through the model; judge and evaluate: items/s), the wall time of the
+throughput (answer: items/s and generated tokens/s; train: tokens/s through the model; judge and
+evaluate: items/s), the wall time of the
 process and its peak resident memory.
 
     python bench/model_costs.py --model smollm2-135m --model qwen2.5-coder-0.5b --model qwen2.5-coder-1.5b \
@@ -46,6 +47,8 @@ def costs(model: str, data: Path, out: Path, max_tokens: int) -> dict[str, dict]
         figures[stage] = {"seconds": seconds, "wall": wall, "peak_mb": peak}
         if rate:
             figures[stage]["rate"] = f"{rate[0] / seconds:.1f} {rate[1]}" if seconds else "-"
+        if stage == "answer" and seconds:  # short answers: prompts, not generated tokens, take the time
+            figures[stage]["rate"] = f"{done['n_items'] / seconds:.2f} items/s ({figures[stage]['rate']} generated)"
         print(f"{model} {stage}: {seconds:.1f} s, wall {wall:.1f} s, peak {peak:.0f} MB", flush=True)
     return figures
 
