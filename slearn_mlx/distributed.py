@@ -80,6 +80,10 @@ def describe() -> dict | None:
     return {"backend": backend(), "rank": rank(), "size": size()}
 
 
+def _stopped(why: str) -> str:
+    return f"rank {rank()} of {size()}: {why}; what is finished is kept: run the same command again"
+
+
 @contextmanager
 def collective() -> Iterator[None]:
     """Turn the error a collective raises when a rank is gone into one line for the user."""
@@ -89,10 +93,7 @@ def collective() -> Iterator[None]:
         message = str(exc)
         if not any(word in message for word in ("[ring]", "[mpi]", "[jaccl]", "[nccl]", "peer")):
             raise
-        raise PeerLost(
-            f"rank {rank()} of {size()}: another rank of the group stopped ({message}); "
-            "what is finished is kept: run the same command again"
-        ) from None
+        raise PeerLost(_stopped(f"another rank of the group stopped ({message})")) from None
 
 
 def stop_on_sigterm() -> None:
@@ -101,10 +102,7 @@ def stop_on_sigterm() -> None:
     import signal
 
     def stopped(signum, frame):
-        raise PeerLost(
-            f"rank {rank()} of {size()}: stopped because another rank of the group ended (mlx.launch stops the "
-            "others); what is finished is kept: run the same command again"
-        )
+        raise PeerLost(_stopped("stopped because another rank of the group ended (mlx.launch stops the others)"))
 
     signal.signal(signal.SIGTERM, stopped)
 

@@ -204,8 +204,7 @@ def _scalar(metadata: dict, key: str, default=None):
     return value
 
 
-# What mlx reads from a GGUF file itself, keeping 4-bit blocks as they are; every other type (the K-quants
-# Q2_K..Q6_K, Q5_0/Q5_1, BF16) goes through llama.cpp's own Python reader, `gguf`, dequantized in numpy.
+# GGUF architectures -> (mlx-lm model type, the architecture config.json names).
 _ARCHITECTURES = {
     "llama": ("llama", "LlamaForCausalLM"),
     "qwen2": ("qwen2", "Qwen2ForCausalLM"),
@@ -213,13 +212,9 @@ _ARCHITECTURES = {
 }
 
 
-MLX_GGUF_TYPES = (
-    "F32",
-    "F16",
-    "Q4_0",
-    "Q4_1",
-    "Q8_0",
-)  # what mx.load reads right (the quantized ones kept as they are)
+# What mx.load reads right, keeping 4-bit blocks as they are; a file with any other type (the K-quants Q2_K..Q6_K,
+# Q5_0/Q5_1, BF16) goes through llama.cpp's own Python reader, `gguf`, dequantized in numpy.
+MLX_GGUF_TYPES = ("F32", "F16", "Q4_0", "Q4_1", "Q8_0")
 
 
 def _read_gguf(path: Path) -> tuple[dict, dict, bool]:

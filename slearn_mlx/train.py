@@ -249,20 +249,14 @@ def scores_any_answer(dataset, max_seq_length: int) -> bool:
     return False
 
 
-def iterate_batches(dataset, batch_size: int, max_seq_length: int, rng: np.random.Generator | None = None):
-    """Every example once, batched (see `batch_order`)."""
-    for indices in batch_order(dataset, batch_size, rng):
-        yield make_batch(dataset, indices, max_seq_length)
-
-
 def _token_share(batch, has_rows: bool):
     """This rank's share of its batch's answer tokens (all ranks together: 1), as an array for the compiled step."""
     import mlx.core as mx
 
-    scored = batch.scored if isinstance(batch, Batch) else batch.ce_scored
-    n_local = scored.sum() if has_rows else mx.array(0)
     if distributed.size() == 1:
         return mx.array(1.0)
+    scored = batch.scored if isinstance(batch, Batch) else batch.ce_scored
+    n_local = scored.sum() if has_rows else mx.array(0)
     with distributed.collective():
         n_total = distributed.all_sum(n_local)
         share = n_local.astype(mx.float32) / mx.maximum(n_total, 1).astype(mx.float32)

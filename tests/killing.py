@@ -37,6 +37,13 @@ def make_workspace(root: Path, n_items: int = 200) -> tuple[Path, Path]:
     return model, data
 
 
+def reference_workspace(root: Path, n_items: int) -> tuple[Path, Path]:
+    """`make_workspace`, and an uninterrupted run of `run_args` in root/reference to hold others against."""
+    model, data = make_workspace(root, n_items)
+    finish(run_args(model, data, root / "reference"))
+    return model, data
+
+
 def run_args(model: Path, data: Path, out: Path) -> list[str]:
     """`slearn run` with the judge grading (threshold near the tiny model's median score, so about half
     the items are wrong and training has work), checkpoints every 2 steps and an evaluation."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from killing import compare_runs, finish, make_workspace, run_args
+from killing import compare_runs, finish, reference_workspace, run_args
 
 RANKS = 2
 TOLERANCE = 1e-5  # largest |difference| allowed between the adapters of 2 ranks and of one process
@@ -30,9 +30,32 @@ def launch_args(args: list[str], ranks: int = RANKS) -> list[str]:
             sys.executable, "-m", "slearn_mlx", *args]  # fmt: skip
 
 
-def launch(args: list[str], tag: str = "", timeout: float = 600) -> subprocess.CompletedProcess:
-    env = os.environ | {"OPENBLAS_NUM_THREADS": "1", "SLEARN_TEST_TAG": tag}
-    return subprocess.run(launch_args(args), capture_output=True, text=True, timeout=timeout, env=env)
+def rank_env(tag: str = "") -> dict:
+    """One BLAS thread per rank, and a tag that finds the ranks' processes (`_rank_pid`)."""
+    return os.environ | {"OPENBLAS_NUM_THREADS": "1", "SLEARN_TEST_TAG": tag}
+
+
+def launch(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(launch_args(args), capture_output=True, text=True, timeout=timeout, env=rank_env())
+
+
+def start_until(args: list[str], tag: str, ready: Path) -> subprocess.Popen:
+    """2 ranks started on `args`, returned once `ready` exists (or they ended, or 300 s passed)."""
+    process = subprocess.Popen(
+        launch_args(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=rank_env(tag)
+    )
+    deadline = time.monotonic() + 300
+    while not ready.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    return process
+
+
+def assert_same_run(expected: Path, got: Path) -> None:
+    """Every file byte for byte but the adapters, which are within TOLERANCE, and the losses they come from."""
+    problems = compare_runs(expected, got)
+    assert set(problems) <= {"differs adapters/adapters.safetensors", "differs train/losses.jsonl"}, problems
+    if (expected / "adapters").exists():
+        assert adapter_difference(expected / "adapters", got / "adapters") < TOLERANCE
 
 
 def adapter_difference(a: Path, b: Path) -> float:
@@ -46,8 +69,7 @@ def adapter_difference(a: Path, b: Path) -> float:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("distributed")
-    model, data = make_workspace(root, n_items=40)
-    finish(run_args(model, data, root / "one"))
+    model, data = reference_workspace(root, n_items=40)
     return root, model, data
 
 
@@ -56,9 +78,7 @@ def test_two_ranks_write_what_one_process_writes(workspace):
     result = launch(run_args(model, data, root / "two"))
     assert result.returncode == 0 and "rank" not in result.stderr.lower().replace("ring", ""), result.stderr
     # Answers, grades, selection and evaluation byte for byte; the adapters within float tolerance.
-    problems = compare_runs(root / "one", root / "two")
-    assert set(problems) <= {"differs adapters/adapters.safetensors", "differs train/losses.jsonl"}, problems
-    assert adapter_difference(root / "one" / "adapters", root / "two" / "adapters") < TOLERANCE
+    assert_same_run(root / "reference", root / "two")
     report = (root / "two" / "report.json").read_text()
     assert '"distributed": "ring, rank 0 of 2' in report
 
@@ -80,12 +100,8 @@ def test_a_killed_rank_stops_the_other_with_one_line_and_the_rerun_is_exact(work
     root, model, data = workspace
     out = root / "killed"
     args = run_args(model, data, out)
-    env = os.environ | {"OPENBLAS_NUM_THREADS": "1", "SLEARN_TEST_TAG": "kill"}
-    process = subprocess.Popen(launch_args(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 300
     # Rank 1 dies while the judge grades: answers are complete, grades partly written.
-    while not (out / "grades.jsonl").exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.01)
+    process = start_until(args, "kill", out / "grades.jsonl")
     pid = _rank_pid("kill", 1)
     assert pid is not None and process.poll() is None
     os.kill(pid, signal.SIGKILL)
@@ -97,9 +113,7 @@ def test_a_killed_rank_stops_the_other_with_one_line_and_the_rerun_is_exact(work
     # The same command again, on 2 ranks, ends where the uninterrupted one-process run ended.
     result = launch(args)
     assert result.returncode == 0, result.stderr
-    problems = compare_runs(root / "one", out)
-    assert set(problems) <= {"differs adapters/adapters.safetensors", "differs train/losses.jsonl"}, problems
-    assert adapter_difference(root / "one" / "adapters", out / "adapters") < TOLERANCE
+    assert_same_run(root / "reference", out)
 
 
 def test_training_resumed_with_another_number_of_ranks(workspace, tmp_path):
@@ -107,12 +121,8 @@ def test_training_resumed_with_another_number_of_ranks(workspace, tmp_path):
     root, model, data = workspace
     out = tmp_path / "resized"
     args = run_args(model, data, out)
-    env = os.environ | {"OPENBLAS_NUM_THREADS": "1", "SLEARN_TEST_TAG": "resize"}
-    process = subprocess.Popen(launch_args(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 300
     checkpoint = out / "train" / "checkpoint.safetensors"
-    while not checkpoint.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.01)
+    process = start_until(args, "resize", checkpoint)
     assert checkpoint.exists(), process.communicate()[1]
     process.send_signal(signal.SIGKILL)  # the launcher; its ranks lose their peer and stop
     for rank in range(RANKS):
@@ -121,9 +131,7 @@ def test_training_resumed_with_another_number_of_ranks(workspace, tmp_path):
             os.kill(pid, signal.SIGKILL)
     process.communicate(timeout=60)
     finish(args)
-    problems = compare_runs(root / "one", out)
-    assert set(problems) <= {"differs adapters/adapters.safetensors", "differs train/losses.jsonl"}, problems
-    assert adapter_difference(root / "one" / "adapters", out / "adapters") < TOLERANCE
+    assert_same_run(root / "reference", out)
 
 
 def test_compare_with_the_probe_and_the_kl_term_on_two_ranks(workspace, tmp_path):
@@ -138,12 +146,7 @@ def test_compare_with_the_probe_and_the_kl_term_on_two_ranks(workspace, tmp_path
     result = launch(args(tmp_path / "two"))
     assert result.returncode == 0, result.stderr
     for run in ("base", "base-probe", "all", "budget0.5+probe+rehearse1+anchors1+kl1"):
-        problems = compare_runs(tmp_path / "one" / run, tmp_path / "two" / run)
-        assert set(problems) <= {"differs adapters/adapters.safetensors", "differs train/losses.jsonl"}, (run, problems)
-        if (tmp_path / "one" / run / "adapters").exists():
-            assert (
-                adapter_difference(tmp_path / "one" / run / "adapters", tmp_path / "two" / run / "adapters") < TOLERANCE
-            )
+        assert_same_run(tmp_path / "one" / run, tmp_path / "two" / run)
     one, two = (json.loads((tmp_path / name / "report.json").read_text()) for name in ("one", "two"))
     assert [s["accuracy"] for s in one["strategies"]] == [s["accuracy"] for s in two["strategies"]]
 

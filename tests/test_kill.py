@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from killing import compare_runs, exists, finish, kill_when, make_workspace, run_args
+from killing import compare_runs, exists, finish, kill_when, reference_workspace, run_args
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("kill")
-    model, data = make_workspace(root, n_items=60)
-    finish(run_args(model, data, root / "reference"))
+    model, data = reference_workspace(root, n_items=60)
     return root, model, data
 
 

@@ -17,7 +17,7 @@ from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
 from slearn_mlx.models import load_model
 from slearn_mlx.records import QAItem
 from slearn_mlx.select import chat_example
-from slearn_mlx.train import TrainConfig, answer_loss, iterate_batches, make_batch, mean_loss, train_adapters
+from slearn_mlx.train import TrainConfig, answer_loss, batch_order, make_batch, mean_loss, train_adapters
 
 
 def stop_after(steps: int | None):
@@ -114,7 +114,7 @@ def test_batches_cover_every_example_each_epoch():
     dataset = [([1] * n, 1) for n in (3, 9, 4, 40, 7)]
     rng = np.random.default_rng(0)
     seen = []
-    for batch in iterate_batches(dataset, 2, 64, rng):
+    for batch in (make_batch(dataset, indices, 64) for indices in batch_order(dataset, 2, rng)):
         assert batch.tokens.shape[1] % 32 == 0 or batch.tokens.shape[1] == 64
         seen += [int(n) for _, n in batch.bounds.tolist()]
     assert sorted(seen) == sorted(len(t) for t, _ in dataset)
