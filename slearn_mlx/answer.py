@@ -71,8 +71,8 @@ def encode_chat(tokenizer, user_message: str) -> list[int]:
                 [{"role": "user", "content": user_message}], add_generation_prompt=True, tokenize=True
             )
         )
-    # Base models without a chat template: a plain question/answer frame.
-    return list(tokenizer.encode(f"Question: {user_message}\nAnswer:"))
+    # Base models without a chat template: the plain frame an imported base model's template writes.
+    return list(tokenizer.encode(f"Question: {user_message}\nAnswer:\n"))
 
 
 def answer_items(

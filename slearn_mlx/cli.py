@@ -606,7 +606,7 @@ def models():
 )
 @user_errors
 def import_gguf(gguf_file, out_dir, dtype, check):
-    """Import a llama, qwen2 or qwen3 GGUF file (or a name `slearn models list` shows) as an mlx-lm model directory.
+    """Import a llama, qwen2, qwen3 or gemma3 GGUF file (or a name `slearn models list` shows) as an mlx-lm model directory.
 
     \b
     Example:

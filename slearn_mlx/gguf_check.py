@@ -2,8 +2,10 @@
 
 The reference reads the file with llama.cpp's `gguf` package, dequantizes every tensor in numpy and runs the
 model on the tensors exactly as the file stores them, with the rope as llama.cpp applies it per architecture
-(interleaved pairs for llama, whose Q/K rows llama.cpp permuted at conversion; rotate-half for qwen2). It shares
-nothing with mlx-lm or the importer, so agreement means the import is the model the file holds.
+(interleaved pairs for llama, whose Q/K rows llama.cpp permuted at conversion; rotate-half for qwen2, qwen3 and
+gemma3), and gemma3's graph as llama.cpp builds it (scaled embeddings, four norms per block stored as 1 + weight,
+local layers with their own rope base and window). It shares nothing with mlx-lm or the importer, so agreement
+means the import is the model the file holds.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ def rope(x, theta, interleaved):
     return np.concatenate([a * cos - b * sin, a * sin + b * cos], -1)
 
 
+def gelu_tanh(x):
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+
+
 class Reference:
     def __init__(self, gguf_path: Path):
         import gguf
@@ -43,6 +49,8 @@ class Reference:
         self.n_layers, self.n_heads = meta("block_count"), meta("attention.head_count")
         self.n_kv = meta("attention.head_count_kv")
         self.eps, self.theta = meta("attention.layer_norm_rms_epsilon"), meta("rope.freq_base")
+        self.gemma = self.arch == "gemma3"
+        self.window = int(meta("attention.sliding_window")) if self.gemma else None
         self.w = {
             t.name: gguf.quants.dequantize(t.data, t.tensor_type).reshape(tuple(reversed(t.shape.tolist())))
             .astype(np.float32)
@@ -52,24 +60,43 @@ class Reference:
     def logits(self, tokens: list[int]) -> np.ndarray:
         w, n = self.w, len(tokens)
         x = w["token_embd.weight"][tokens]
-        mask = np.triu(np.full((n, n), -np.inf), 1)
+        if self.gemma:
+            x = x * np.float32(np.sqrt(x.shape[-1]))
+        causal = np.triu(np.full((n, n), -np.inf), 1)
         for i in range(self.n_layers):
             p = f"blk.{i}."
+            local = self.gemma and i % 6 != 5  # gemma3: five local layers to one global
+            mask, theta = causal, self.theta
+            if local:
+                mask = causal + np.tril(np.full((n, n), -np.inf), -self.window)
+                theta = 10000.0
             h = rms_norm(x, w[p + "attn_norm.weight"], self.eps)
             q, k, v = (h @ w[p + f"attn_{s}.weight"].T + w.get(p + f"attn_{s}.bias", 0) for s in "qkv")
             d = q.shape[-1] // self.n_heads
             q = q.reshape(n, self.n_heads, d).transpose(1, 0, 2)
             k = k.reshape(n, self.n_kv, d).transpose(1, 0, 2)
             v = v.reshape(n, self.n_kv, d).transpose(1, 0, 2)
-            q, k = rope(q, self.theta, self.arch == "llama"), rope(k, self.theta, self.arch == "llama")
+            if p + "attn_q_norm.weight" in w:  # qwen3, gemma3
+                q, k = (
+                    rms_norm(q, w[p + "attn_q_norm.weight"], self.eps),
+                    rms_norm(k, w[p + "attn_k_norm.weight"], self.eps),
+                )
+            q, k = rope(q, theta, self.arch == "llama"), rope(k, theta, self.arch == "llama")
             k, v = np.repeat(k, self.n_heads // self.n_kv, 0), np.repeat(v, self.n_heads // self.n_kv, 0)
             scores = q @ k.transpose(0, 2, 1) / np.sqrt(d) + mask
             scores = np.exp(scores - scores.max(-1, keepdims=True))
             attn = (scores / scores.sum(-1, keepdims=True)) @ v
-            x = x + attn.transpose(1, 0, 2).reshape(n, -1) @ w[p + "attn_output.weight"].T
+            out = attn.transpose(1, 0, 2).reshape(n, -1) @ w[p + "attn_output.weight"].T
+            if self.gemma:
+                out = rms_norm(out, w[p + "post_attention_norm.weight"], self.eps)
+            x = x + out
             h = rms_norm(x, w[p + "ffn_norm.weight"], self.eps)
             gate, up = h @ w[p + "ffn_gate.weight"].T, h @ w[p + "ffn_up.weight"].T
-            x = x + (gate / (1 + np.exp(-gate)) * up) @ w[p + "ffn_down.weight"].T
+            act = gelu_tanh(gate) if self.gemma else gate / (1 + np.exp(-gate))
+            out = (act * up) @ w[p + "ffn_down.weight"].T
+            if self.gemma:
+                out = rms_norm(out, w[p + "post_ffw_norm.weight"], self.eps)
+            x = x + out
         x = rms_norm(x, w["output_norm.weight"], self.eps)
         return x @ w.get("output.weight", w["token_embd.weight"]).T
 

