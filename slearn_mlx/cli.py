@@ -174,7 +174,8 @@ BUDGET = _setting(
     "--budget",
     "select__budget",
     float,
-    "Train on this share of the set, least known first (wrong answers, then the weakest right ones).",
+    "Train on this share of the set fully, least known first (wrong answers, then the weakest right ones) "
+    "[none: every pair graded wrong].",
 )
 ALL_ITEMS = click.option(
     "--all", "select__all", is_flag=True, default=None, help="Train on every pair: the full fine-tuning baseline."
@@ -477,7 +478,7 @@ def try_(out, config_file, questions, interactive, **overrides):
     "--method",
     type=click.Choice(["slearn", "paper"]),
     default=None,
-    help="slearn: the measured defaults (the probe, a budget of the least known, one rehearsal of the rest); "
+    help="slearn: the measured defaults (the probe, every pair it finds unknown, one rehearsal of the rest); "
     "paper: SLearnLLM as published (answer, self-grade with the judge, train on the wrong pairs alone). "
     "Options given beside it win [slearn].",
 )
@@ -522,7 +523,7 @@ def run(out, config_file, force, quiet, calibrate, calibrate_sample, labels, met
     multiple=True,
     help="A strategy to compare (repeatable): all, wrong, budgetF or paper (wrong+bare), joined with + to parts: "
     "probe; replayF, own, rephrase, uncertainF, maxN, rehearseF, anchorsF, bare; klW, epochsN, lrX, rankN, "
-    "layersN, skip [all, paper, budget0.5+probe+rehearse1].",
+    "layersN, skip [all, paper, wrong+probe+rehearse1].",
 )
 @click.option(
     "--seeds", type=click.IntRange(min=1), default=1, show_default=True,

@@ -47,7 +47,7 @@ from slearn_mlx.runs import RunDir, load_run_items, lock_run, read_json, read_re
 from slearn_mlx.select import SelectConfig
 from slearn_mlx.train import TrainConfig, read_chat_rows
 
-DEFAULT_STRATEGIES = ("all", "paper", "budget0.5+probe+rehearse1")
+DEFAULT_STRATEGIES = ("all", "paper", "wrong+probe+rehearse1")
 # Parts of a strategy's name after its first word, in the order names are written.
 _SELECT_PARTS = {"uncertain": "uncertain", "replay": "replay", "max": "max_items", "rehearse": "rehearse",
                  "anchors": "anchors"}  # fmt: skip

@@ -111,7 +111,8 @@ def _nest(overrides: dict[str, Any]) -> dict[str, Any]:
 
 # The paper's exact method (SLearnLLM): the model answers every question, grades its own answers, and trains on
 # the wrongly answered pairs alone, the reference as it is. The defaults are what measured best instead
-# (README, "Choosing what to train"): the probe, a budget of the least known, one rehearsal of the rest, the lead.
+# (README, "Choosing what to train"): the probe finds the unknown, which trains fully, one rehearsal of the rest,
+# the lead.
 METHODS = {
     "slearn": {},
     "paper": {

@@ -39,7 +39,7 @@ class SelectConfig:
     replay: float = 0.0  # share of the correctly answered pairs mixed back in
     uncertain: float = 0.0  # judge verdicts within this distance of the threshold count as unknown
     max_items: int | None = None  # at most this many unknown pairs, hardest (lowest score) first
-    budget: float | None = 0.5  # train on this share of the set, least known (lowest score) first; None: the wrong ones
+    budget: float | None = None  # this share of the set, least known (lowest score) first; None: the wrong ones
     all: bool = False  # every pair, right or wrong: full fine-tuning
     own: bool = False  # replayed pairs teach the model's own correct answer, not the reference
     rephrase: bool = False  # unknown pairs teach the model's own rewrite of the reference, where it keeps it
@@ -98,14 +98,14 @@ class SelectSummary:
         else:
             budget = self.strategy.startswith("budget")
             extra = [f"{self.n_wrong} wrong, {self.n_uncertain} weakly known"] if budget else []
+            extra += [f"{self.n_wrong} wrong"] if self.n_rehearsed and not budget else []
             extra += [f"{self.n_uncertain} uncertain"] if self.n_uncertain and not budget else []
             extra += [f"{self.n_replay} replayed"] if self.n_replay else []
             extra += [f"{self.n_rephrased} rephrased"] if self.n_rephrased else []
             extra += [f"{self.n_rehearsed} known rehearsed once"] if self.n_rehearsed else []
             extra += [f"{self.n_anchors} known as anchors"] if self.n_anchors else []
-            what = ("least known pairs" if budget else "wrongly answered pairs") + (
-                f" ({', '.join(extra)})" if extra else ""
-            )
+            head = "least known pairs" if budget else "pairs" if self.n_rehearsed else "wrongly answered pairs"
+            what = head + (f" ({', '.join(extra)})" if extra else "")
         return (
             f"selected {self.n_selected} of {self.n_items} ({share:.1f}%) {what} "
             f"for training, {self.n_valid} for validation, in {self.seconds:.1f} s"

@@ -236,10 +236,20 @@ def test_rehearsed_pairs_are_trained_in_one_epoch_spread_over_the_epochs(tmp_pat
     assert per_epoch == [3, 3, 3]  # nine rehearsed pairs, three per epoch
 
 
-def test_the_default_trains_the_least_known_half_fully_and_rehearses_the_rest_once(tmp_path):
+def test_the_default_trains_what_the_probe_finds_unknown_fully_and_rehearses_the_rest_once(tmp_path):
     probe = {str(i): 0.1 * i for i in range(10)} | {"mc": 0.95}
     g = {i: Grade(i, p >= 0.3, p, "probe") for i, p in probe.items()}
     summary = select_unknown(ITEMS, g, tmp_path, SelectConfig(valid_fraction=0), threshold=0.3)
+    rows = {r["id"]: r for r in map(json.loads, (tmp_path / "train.jsonl").read_text().splitlines())}
+    assert summary.strategy == "wrong+rehearse1" and summary.n_selected == len(ITEMS)
+    assert {i for i, r in rows.items() if "epochs" not in r} == {"0", "1", "2"}  # below the threshold: all epochs
+    assert {i for i, r in rows.items() if r.get("epochs") == 1} == {"3", "4", "5", "6", "7", "8", "9", "mc"}
+
+
+def test_a_budget_trains_the_least_known_share_fully_and_rehearses_the_rest_once(tmp_path):
+    probe = {str(i): 0.1 * i for i in range(10)} | {"mc": 0.95}
+    g = {i: Grade(i, p >= 0.3, p, "probe") for i, p in probe.items()}
+    summary = select_unknown(ITEMS, g, tmp_path, SelectConfig(valid_fraction=0, budget=0.5), threshold=0.3)
     rows = {r["id"]: r for r in map(json.loads, (tmp_path / "train.jsonl").read_text().splitlines())}
     assert summary.strategy == "budget0.5+rehearse1" and summary.n_selected == len(ITEMS)
     assert {i for i, r in rows.items() if "epochs" not in r} == {"0", "1", "2", "3", "4", "5"}
