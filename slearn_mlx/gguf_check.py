@@ -40,7 +40,7 @@ def gelu_tanh(x):
 
 
 class Reference:
-    def __init__(self, gguf_path: Path):
+    def __init__(self, gguf_path: Path, bf16_embedding_scale: bool = False):
         import gguf
 
         reader = gguf.GGUFReader(gguf_path)
@@ -50,6 +50,8 @@ class Reference:
         self.n_kv = meta("attention.head_count_kv")
         self.eps, self.theta = meta("attention.layer_norm_rms_epsilon"), meta("rope.freq_base")
         self.gemma = self.arch == "gemma3"
+        # mlx-lm (as Hugging Face) scales Gemma's embeddings by sqrt(width) rounded to bfloat16; llama.cpp does not.
+        self.bf16_embedding_scale = bf16_embedding_scale
         self.window = int(meta("attention.sliding_window")) if self.gemma else None
         self.w = {
             t.name: gguf.quants.dequantize(t.data, t.tensor_type).reshape(tuple(reversed(t.shape.tolist())))
@@ -61,7 +63,11 @@ class Reference:
         w, n = self.w, len(tokens)
         x = w["token_embd.weight"][tokens]
         if self.gemma:
-            x = x * np.float32(np.sqrt(x.shape[-1]))
+            scale = np.float32(np.sqrt(x.shape[-1]))
+            if self.bf16_embedding_scale:  # round to nearest even in the top 16 bits, as a bfloat16 cast does
+                bits = scale.view(np.uint32)
+                scale = np.uint32((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).view(np.float32)
+            x = x * scale
         causal = np.triu(np.full((n, n), -np.inf), 1)
         for i in range(self.n_layers):
             p = f"blk.{i}."
@@ -114,11 +120,13 @@ class ImportCheck:
         )
 
 
-def check_import(gguf_path: Path, model, token_lists: list[list[int]]) -> ImportCheck:
+def check_import(
+    gguf_path: Path, model, token_lists: list[list[int]], bf16_embedding_scale: bool = False
+) -> ImportCheck:
     """The imported `model`'s logits against the numpy reference's on each token list."""
     import mlx.core as mx
 
-    reference = Reference(gguf_path)
+    reference = Reference(gguf_path, bf16_embedding_scale)
     agree = total = 0
     worst = 0.0
     for tokens in token_lists:
