@@ -9,7 +9,14 @@ from typing import Callable
 
 from slearn_mlx import distributed
 from slearn_mlx.progress import progress_bar
-from slearn_mlx.prompts import ANSWER_FIELDS, MCQ_FIELDS, MCQ_TEMPLATE, QUESTION_TEMPLATE, template_problem
+from slearn_mlx.prompts import (
+    ANSWER_FIELDS,
+    MCQ_FIELDS,
+    MCQ_TEMPLATE,
+    PLAIN_FRAME,
+    QUESTION_TEMPLATE,
+    template_problem,
+)
 from slearn_mlx.records import Answer, QAItem
 from slearn_mlx.runs import RecordWriter, pending_batches, read_records
 
@@ -72,7 +79,7 @@ def encode_chat(tokenizer, user_message: str) -> list[int]:
             )
         )
     # Base models without a chat template: the plain frame an imported base model's template writes.
-    return list(tokenizer.encode(f"Question: {user_message}\nAnswer:\n"))
+    return list(tokenizer.encode(PLAIN_FRAME[0] + user_message + PLAIN_FRAME[1]))
 
 
 def answer_items(

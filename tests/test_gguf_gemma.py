@@ -64,9 +64,7 @@ def pieces(processor) -> tuple[list[str], list[float], list[int]]:
     for i in range(n):
         kind = 3 if processor.is_control(i) else 2 if processor.is_unknown(i) else 6 if processor.is_byte(i) else 1
         types.append(4 if processor.id_to_piece(i) in USER_DEFINED else kind)
-    # SentencePiece keeps user-defined pieces with their spaces escaped; llama.cpp's files hold them raw.
-    tokens = [processor.id_to_piece(i) if types[i] != 4 else USER_DEFINED[USER_DEFINED.index(
-        processor.id_to_piece(i).replace("▁", " "))] for i in range(n)]  # fmt: skip
+    tokens = [processor.id_to_piece(i) for i in range(n)]  # user-defined pieces raw, as llama.cpp's files hold them
     return tokens, [processor.get_score(i) for i in range(n)], types
 
 
@@ -133,12 +131,11 @@ def llama_cpp_reference(processor, text: str) -> list[int]:
     """llama.cpp's encoding: control and user-defined tokens matched whole in the raw text (longest first), the
     pieces between them encoded by SentencePiece."""
     tokens, _, types = pieces(processor)
-    whole = sorted((t for t, k in zip(tokens, types) if k in (3, 4) and t not in ("<pad>", "<eos>", "<bos>", "<unk>")),
-                   key=len, reverse=True)  # fmt: skip
+    whole = {t: i for i, (t, k) in enumerate(zip(tokens, types)) if k in (3, 4)}
     out, at = [], 0
-    for match in re.finditer("|".join(re.escape(t) for t in whole), text):
+    for match in re.finditer("|".join(re.escape(t) for t in sorted(whole, key=len, reverse=True)), text):
         out += processor.encode(text[at : match.start()]) if match.start() > at else []
-        out.append(tokens.index(match.group()))
+        out.append(whole[match.group()])
         at = match.end()
     return out + (processor.encode(text[at:]) if at < len(text) else [])
 
