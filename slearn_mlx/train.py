@@ -41,6 +41,7 @@ from slearn_mlx.checkpoint import (
     write_adapters,
 )
 from slearn_mlx.errors import ConfigError, MissingInput
+from slearn_mlx.frozen import FrozenStart
 from slearn_mlx.progress import progress_bar
 from slearn_mlx.retention import AnchorTargets, anchor_indices, lead_tokens, mixed_batch, mixed_loss
 from slearn_mlx.runs import (
@@ -200,8 +201,14 @@ def batch_order(
     return batches
 
 
+# Batches are zero-padded to a multiple of this many tokens: each new width costs a compilation of the step,
+# each padding token the work of a real one: 8 measured fastest (BENCHMARKS.md, "Training: padding and the
+# frozen blocks").
+PAD_MULTIPLE = 8
+
+
 class Batch(NamedTuple):
-    tokens: Any  # (rows, width) token ids, zero-padded to a multiple of 32 so the compiled step sees few shapes
+    tokens: Any  # (rows, width) token ids, zero-padded to a multiple of PAD_MULTIPLE
     bounds: Any  # (rows, 2): [offset, length], the prompt's length and the example's, as mlx-lm's loss takes them
     positions: Any  # (rows, window): the positions whose next token is scored, i.e. the answer's
     scored: Any  # (rows, window): False where a row's window is only padding
@@ -213,7 +220,7 @@ def make_batch(dataset, indices: list[int], max_seq_length: int) -> Batch:
 
     examples = [dataset[i] for i in indices]
     lengths = [min(len(tokens), max_seq_length) for tokens, _ in examples]
-    width = min(32 * math.ceil((max(lengths) + 1) / 32), max_seq_length)
+    width = min(PAD_MULTIPLE * math.ceil((max(lengths) + 1) / PAD_MULTIPLE), max_seq_length)
     array = np.zeros((len(indices), width), np.int32)
     for row, ((tokens, _), n) in enumerate(zip(examples, lengths)):
         array[row, :n] = tokens[:n]
@@ -349,6 +356,13 @@ def _checkpoint_blocks(model):
     return restore
 
 
+def _restore(*restores: Callable[[], None] | None) -> None:
+    """Take off what was put on the block class, the last first."""
+    for restore in restores:
+        if restore is not None:
+            restore()
+
+
 def train_adapters(
     model,
     tokenizer,
@@ -425,7 +439,12 @@ def train_adapters(
     ranks = distributed.size()
 
     def loss_with_kl(model, share, *batch):
-        if targets is None:
+        if start is not None:  # the batch ends with the frozen blocks' output: the model starts from it
+            *batch, hidden = batch
+            with start.feeding(hidden):
+                loss, n_tokens, mastered = answer_loss(model, *batch, mastery=True)
+            kl = mx.array(0.0)
+        elif targets is None:
             loss, n_tokens, mastered = answer_loss(model, *batch, mastery=True)
             kl = mx.array(0.0)
         else:
@@ -467,10 +486,15 @@ def train_adapters(
         reseed()
 
     clock = [time.perf_counter()]
+    # The blocks below the trained ones compute the same for a pair in every epoch: once, here (with the KL
+    # term's anchors in the batch, every block runs every time).
+    first = len(model.layers) - num_layers
+    start = FrozenStart.compute(model, train_set, first, config.max_seq_length) if targets is None else None
     reseed()
     model.train()
     pending, saved_at = None, [state.step]
     restore_blocks = _checkpoint_blocks(model) if config.grad_checkpoint else None
+    restore_frozen = start.install() if start is not None else None
     with progress_bar(config.epochs * steps_per_epoch, "train", progress, unit="step") as bar:
         bar.update(state.step)
         while state.epoch <= config.epochs and not state.stopped_early:
@@ -485,8 +509,7 @@ def train_adapters(
             batches = batch_order(train_set, batch_size, rng, state.pool)
             for indices in batches[state.batch :]:
                 if before_step is not None and before_step(state.step - resumed_at):
-                    if restore_blocks is not None:
-                        restore_blocks()
+                    _restore(restore_frozen, restore_blocks)
                     return TrainSummary.skip(f"stopped after {state.step - resumed_at} steps")
                 # This rank's rows: all of them in one process, every N-th of N ranks (a rank left without
                 # one reads a stand-in row with no weight).
@@ -498,12 +521,13 @@ def train_adapters(
                     chosen = chosen if distributed.is_writer() else []
                     batch = mixed_batch(train_set, mine, anchor_set, targets, chosen, config.max_seq_length)
                 share = _token_share(batch, has_rows=distributed.rank() < len(indices))
+                inputs = tuple(batch)
+                if start is not None:  # the frozen blocks' output for these pairs, as wide as the model's input
+                    inputs += (start.batch_states(mine, batch.tokens.shape[1] - 1),)
                 done = state.batch + 1  # batches of this epoch done after this one
                 update = done % group == 0 or done == len(batches)
                 with distributed.collective():
-                    loss, n_tokens, kl, pending, mastered = step(
-                        tuple(batch), pending, (done - 1) % group + 1, update, share
-                    )
+                    loss, n_tokens, kl, pending, mastered = step(inputs, pending, (done - 1) % group + 1, update, share)
                     mx.eval(compiled_state, loss, n_tokens, kl, pending, mastered)
                 learned = set(state.learned)
                 for i, ok in _mastery(indices, mine, mastered.tolist()):
@@ -547,8 +571,7 @@ def train_adapters(
             save()
             write_jsonl_atomic(train_dir / LOSSES_FILE, state.history)
     model.eval()
-    if restore_blocks is not None:
-        restore_blocks()
+    _restore(restore_frozen, restore_blocks)
 
     write_json_atomic(adapter_dir / ADAPTER_CONFIG, settings | {"best_epoch": state.best_epoch})
     write_adapters(adapter_dir, best if best is not None else dict(tree_flatten(model.trainable_parameters())))

@@ -17,7 +17,7 @@ from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
 from slearn_mlx.models import load_model
 from slearn_mlx.records import QAItem
 from slearn_mlx.select import chat_example
-from slearn_mlx.train import TrainConfig, answer_loss, batch_order, make_batch, mean_loss, train_adapters
+from slearn_mlx.train import PAD_MULTIPLE, TrainConfig, answer_loss, batch_order, make_batch, mean_loss, train_adapters
 
 
 def stop_after(steps: int | None):
@@ -115,7 +115,7 @@ def test_batches_cover_every_example_each_epoch():
     rng = np.random.default_rng(0)
     seen = []
     for batch in (make_batch(dataset, indices, 64) for indices in batch_order(dataset, 2, rng)):
-        assert batch.tokens.shape[1] % 32 == 0 or batch.tokens.shape[1] == 64
+        assert batch.tokens.shape[1] % PAD_MULTIPLE == 0 or batch.tokens.shape[1] == 64
         seen += [int(n) for _, n in batch.bounds.tolist()]
     assert sorted(seen) == sorted(len(t) for t, _ in dataset)
 
@@ -178,10 +178,12 @@ def _adapters(path):
     return mx.load(str(path / "adapters.safetensors"))
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.1])
-def test_a_run_stopped_and_resumed_ends_with_the_uninterrupted_adapters(tiny_model, tmp_path, dropout):
+@pytest.mark.parametrize("dropout,num_layers", [(0.0, 2), (0.1, 2), (0.1, 1)])
+def test_a_run_stopped_and_resumed_ends_with_the_uninterrupted_adapters(tiny_model, tmp_path, dropout, num_layers):
+    # With one of the two blocks trained, the other's output is computed once per run (frozen.py): a resumed run
+    # computes the same.
     config = TrainConfig(
-        epochs=3, batch_size=3, learning_rate=5e-3, rank=4, num_layers=2, dropout=dropout, checkpoint_every=2
+        epochs=3, batch_size=3, learning_rate=5e-3, rank=4, num_layers=num_layers, dropout=dropout, checkpoint_every=2
     )
     for run in ("whole", "cut"):
         write_train_dir(tmp_path / run / "train", 10)
@@ -410,6 +412,38 @@ def test_accumulation_and_checkpointing_resume_exactly(tiny_model, tmp_path):
                    progress=False)  # fmt: skip
     plain = _adapters(plain_dir / "a")
     assert all(np.allclose(np.array(plain[k]), np.array(expected[k]), atol=1e-5) for k in plain)
+
+
+@pytest.mark.parametrize("kind,checkpointing", [("lora", False), ("full", False), ("dora", True)])
+def test_the_frozen_blocks_run_once_and_train_what_every_block_each_step_trains(
+    tiny_model, tmp_path, monkeypatch, kind, checkpointing
+):
+    from slearn_mlx import frozen
+
+    calls = []
+    compute = frozen.FrozenStart.compute
+    monkeypatch.setattr(frozen.FrozenStart, "compute", lambda *a: calls.append(compute(*a)) or calls[-1])
+    config = TrainConfig(epochs=3, batch_size=3, learning_rate=5e-3, rank=4, num_layers=1, fine_tune_type=kind,
+                         grad_checkpoint=checkpointing)  # fmt: skip
+    model, tokenizer = load_model(tiny_model)
+    block = type(model.layers[0]).__call__
+    write_train_dir(tmp_path / "once" / "train", 7)
+    once = train_adapters(model, tokenizer, tmp_path / "once/train", tmp_path / "once/a", config, progress=False)
+    assert type(model.layers[0]).__call__ is block  # the model runs whole again after training
+    assert len(calls) == 1 and calls[0] is not None and calls[0].first == 1 and len(calls[0].states) == 7
+    monkeypatch.setattr(frozen, "MAX_BYTES", 0)  # too little room for the states: every block runs every step
+    model, tokenizer = load_model(tiny_model)
+    write_train_dir(tmp_path / "every" / "train", 7)
+    every = train_adapters(model, tokenizer, tmp_path / "every/train", tmp_path / "every/a", config, progress=False)
+    assert calls[-1] is None
+    assert once.train_loss == pytest.approx(every.train_loss, rel=1e-4)
+    expected, got = _adapters(tmp_path / "every/a"), _adapters(tmp_path / "once/a")
+    assert expected.keys() == got.keys()
+    assert all(np.allclose(np.array(expected[k]), np.array(got[k]), atol=1e-5) for k in expected)
+    losses = [
+        json.loads(line)["train_loss"] for line in (tmp_path / "once/train/losses.jsonl").read_text().splitlines()
+    ]
+    assert losses[-1] < losses[0]  # it trained
 
 
 def test_skip_learned_leaves_out_pairs_the_model_already_writes_and_resumes_exactly(tiny_model, tmp_path):
