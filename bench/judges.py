@@ -11,7 +11,9 @@ Kappa is 0 for a judge that calls everything wrong, whatever its agreement.
 
     python bench/judges.py [--nq /tmp/facts/nq/train.jsonl] [--facts /tmp/facts/world/test.jsonl] \
         --answerer smollm2-135m --answerer qwen2.5-coder-0.5b --judge qwen2.5-coder-0.5b \
-        --judge qwen2.5-coder-1.5b [--n 100] [--modes verdict,cot,score]
+        --judge qwen2.5-coder-1.5b [--n 100] [--modes verdict,cot,score] [--no-medmcqa] [--answers-dir DIR]
+
+With `--answers-dir` the answers stay on disk, so another run (other modes or judges) grades the same answers.
 """
 
 from __future__ import annotations
@@ -57,19 +59,23 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100, help="items per set")
     parser.add_argument("--modes", default="verdict,cot,score")
     parser.add_argument("--splits", type=int, default=20)
+    parser.add_argument("--no-medmcqa", action="store_true", help="leave the shipped MedMCQA questions out")
+    parser.add_argument("--answers-dir", type=Path, help="keep the answers here and reuse them in a later run")
     args = parser.parse_args()
-    sets = {"medmcqa": (load_items(MEDMCQA)[: args.n], "option")}
+    sets = {} if args.no_medmcqa else {"medmcqa": (load_items(MEDMCQA)[: args.n], "option")}
     if args.nq:
         sets["nq-open"] = (load_items(args.nq)[: args.n], "contains")
     if args.facts:
         sets[args.facts.parent.name] = (load_items(args.facts)[: args.n], "contains")
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.answers_dir or Path(scratch)
+        tmp.mkdir(parents=True, exist_ok=True)
         answers: dict[tuple[str, str], dict[str, Answer]] = {}
         for answerer in args.answerer:  # every answer first: one model in memory at a time
             model, tokenizer = load_model(answerer)
             for name, (items, _) in sets.items():
-                path = Path(tmp) / f"{answerer}-{name}.jsonl"
+                path = tmp / f"{answerer}-{name}-{args.n}.jsonl"  # resumed: answered once across runs
                 answer_items(model, tokenizer, items, path, AnswerConfig(max_tokens=24), progress=False)
                 answers[answerer, name] = read_records(path, Answer)
             del model, tokenizer
