@@ -495,7 +495,9 @@ def train_adapters(
     pending, saved_at = None, [state.step]
     restore_blocks = _checkpoint_blocks(model) if config.grad_checkpoint else None
     restore_frozen = start.install() if start is not None else None
-    with progress_bar(config.epochs * steps_per_epoch, "train", progress, unit="step") as bar:
+    # Steps planned: a pair rehearsed once is in one epoch's batches only (skipping learned pairs may take fewer).
+    planned = sum(math.ceil(sum(e in epochs for epochs in schedule) / batch_size) for e in range(1, config.epochs + 1))
+    with progress_bar(planned, "train", progress, unit="step") as bar:
         bar.update(state.step)
         while state.epoch <= config.epochs and not state.stopped_early:
             if state.pool is None:  # a new epoch: which pairs it trains on is decided once, and saved
