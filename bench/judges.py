@@ -69,13 +69,13 @@ def main() -> None:
         sets[args.facts.parent.name] = (load_items(args.facts)[: args.n], "contains")
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        tmp = args.answers_dir or Path(scratch)
-        tmp.mkdir(parents=True, exist_ok=True)
+        answers_dir = args.answers_dir or Path(scratch)
+        answers_dir.mkdir(parents=True, exist_ok=True)
         answers: dict[tuple[str, str], dict[str, Answer]] = {}
         for answerer in args.answerer:  # every answer first: one model in memory at a time
             model, tokenizer = load_model(answerer)
             for name, (items, _) in sets.items():
-                path = tmp / f"{answerer}-{name}-{args.n}.jsonl"  # resumed: answered once across runs
+                path = answers_dir / f"{answerer}-{name}-{args.n}.jsonl"  # resumed: answered once across runs
                 answer_items(model, tokenizer, items, path, AnswerConfig(max_tokens=24), progress=False)
                 answers[answerer, name] = read_records(path, Answer)
             del model, tokenizer

@@ -58,7 +58,6 @@ class FrozenStart:
                     tokens[row, : lengths[i]] = dataset[i][0][: lengths[i]]
                 model.model(mx.array(tokens))
                 hidden = recorded.pop()
-                mx.eval(hidden)
                 for row, i in enumerate(group):
                     start.states[i] = hidden[row, : lengths[i]]
                 mx.eval([start.states[i] for i in group])  # each its own copy: the batch's array goes
