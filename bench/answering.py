@@ -43,7 +43,7 @@ def questions(n: int):
 
 def run_slearn(n: int, max_tokens: int, batch_size: int) -> dict:
     from slearn_mlx.answer import AnswerConfig, answer_items
-    from slearn_mlx.models import load_model
+    from slearn_mlx.models.load import load_model
 
     model, tokenizer = load_model(None)
     items = questions(n)
@@ -62,7 +62,7 @@ def run_mlx_lm(n: int, max_tokens: int, batch_size: int) -> dict:
     from mlx_lm.sample_utils import make_sampler
 
     from slearn_mlx.answer import encode_chat, question_text
-    from slearn_mlx.models import default_model_path
+    from slearn_mlx.models.store import default_model_path
 
     model, tokenizer = load(str(default_model_path()))
     prompts = [encode_chat(tokenizer, question_text(item)) for item in questions(n)]

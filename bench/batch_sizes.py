@@ -30,7 +30,7 @@ def run(stage: str, batch: int, n: int, answers: Path) -> dict:
     from slearn_mlx.data import load_items
     from slearn_mlx.grade import GradeConfig, grade_answers
     from slearn_mlx.judge import Judge
-    from slearn_mlx.models import load_model
+    from slearn_mlx.models.load import load_model
     from slearn_mlx.records import Answer
     from slearn_mlx.runs import read_records
 

@@ -24,7 +24,7 @@ def torch_default_model(padding_side: str | None = None):
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from slearn_mlx.models import default_model_path
+    from slearn_mlx.models.store import default_model_path
 
     torch.set_num_threads(os.cpu_count() or 1)
     path = default_model_path()

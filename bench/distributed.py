@@ -54,9 +54,9 @@ def lora_gradient_bytes(model_name: str, num_layers: int) -> tuple[int, int]:
     """(trainable parameters, bytes of their float32 gradients) for LoRA rank 8 on `num_layers` blocks (-1: all)."""
     from mlx.utils import tree_flatten
 
-    from slearn_mlx.adapters import add_trainable_layers
-    from slearn_mlx.models import load_model
-    from slearn_mlx.train import TrainConfig
+    from slearn_mlx.models.load import load_model
+    from slearn_mlx.training.config import TrainConfig
+    from slearn_mlx.training.layers import add_trainable_layers
 
     model, _ = load_model(model_name)
     layers = len(model.layers) if num_layers < 0 else num_layers

@@ -43,10 +43,12 @@ def measure(dtype: str, repeats: int) -> dict:
     import slearn_mlx  # noqa: F401  (BLAS preload before mlx)
     from slearn_mlx.answer import encode_chat
     from slearn_mlx.judge import yes_probabilities
-    from slearn_mlx.models import default_model_path, load_model
+    from slearn_mlx.models.load import load_model
+    from slearn_mlx.models.store import default_model_path
     from slearn_mlx.records import QAItem
     from slearn_mlx.select import chat_example
-    from slearn_mlx.train import TrainConfig, train_adapters
+    from slearn_mlx.training.config import TrainConfig
+    from slearn_mlx.training.loop import train_adapters
 
     path = default_model_path() if dtype != "q4" else Path(os.environ["BENCH_Q4_MODEL"])
     model, tokenizer = load_model(str(path))
@@ -121,7 +123,8 @@ def main() -> None:
 
     import tempfile
 
-    from slearn_mlx.models import download_default_gguf, import_gguf
+    from slearn_mlx.models.fetch import download_default_gguf
+    from slearn_mlx.models.gguf import import_gguf
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["BENCH_Q4_MODEL"] = str(import_gguf(download_default_gguf(tmp), Path(tmp) / "q4", dtype="q4").path)

@@ -61,7 +61,7 @@ def judge_prompts(tokenizer, items, answers) -> list[list[int]]:
 def make_answers(answers_path: Path, n: int) -> dict:
     from slearn_mlx.answer import AnswerConfig, answer_items
     from slearn_mlx.data import load_items
-    from slearn_mlx.models import load_model
+    from slearn_mlx.models.load import load_model
 
     model, tokenizer = load_model(None)
     summary = answer_items(
@@ -73,7 +73,7 @@ def make_answers(answers_path: Path, n: int) -> dict:
 def _slearn(answers_path: Path, n: int, reuse_prefix: bool) -> dict:
     from slearn_mlx.grade import GradeConfig, grade_answers
     from slearn_mlx.judge import Judge
-    from slearn_mlx.models import load_model
+    from slearn_mlx.models.load import load_model
     from slearn_mlx.records import Answer
     from slearn_mlx.runs import read_records
 
@@ -109,7 +109,7 @@ def text_wrong(texts: list[str]) -> int:
 def _plain_mlx_lm():
     from mlx_lm import load
 
-    from slearn_mlx.models import default_model_path
+    from slearn_mlx.models.store import default_model_path
 
     return load(str(default_model_path()))
 

@@ -1,6 +1,6 @@
 """Is an imported GGUF the model its file holds? slearn's import against a forward pass written from scratch.
 
-The reference (slearn_mlx/gguf_check.py) runs the file's dequantized tensors in numpy as llama.cpp would,
+The reference (slearn_mlx/models/check.py) runs the file's dequantized tensors in numpy as llama.cpp would,
 sharing nothing with mlx-lm or the importer. On a few fixed prompts (through the chat template) it prints, per model,
 the share of positions whose top-1 next token agrees, and the largest |logit difference|.
 
@@ -17,8 +17,10 @@ import tempfile
 from pathlib import Path
 
 import slearn_mlx  # noqa: F401  (OpenBLAS before mlx)
-from slearn_mlx.gguf_check import check_import
-from slearn_mlx.models import assemble_release, import_gguf, load_model
+from slearn_mlx.models.check import check_import
+from slearn_mlx.models.fetch import assemble_release
+from slearn_mlx.models.gguf import import_gguf
+from slearn_mlx.models.load import load_model
 
 PROMPTS = ["What is the capital of France?", "Name the brand of ibuprofen.", "2 + 2 =", "Ein kurzer Satz, bitte."]
 

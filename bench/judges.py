@@ -31,7 +31,7 @@ from slearn_mlx.calibrate import agreement_at, fit_threshold
 from slearn_mlx.data import load_items
 from slearn_mlx.grade import grade_deterministic
 from slearn_mlx.judge import Judge
-from slearn_mlx.models import load_model
+from slearn_mlx.models.load import load_model
 from slearn_mlx.records import Answer
 from slearn_mlx.runs import read_records
 

@@ -26,12 +26,15 @@ def main() -> None:
     import mlx.optimizers as optim
     from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
 
-    from slearn_mlx.adapters import add_trainable_layers, build_optimizer, remove_adapters
     from slearn_mlx.data import load_items
-    from slearn_mlx.models import load_model
+    from slearn_mlx.models.load import load_model
     from slearn_mlx.prompts import PROBE_LEAD
     from slearn_mlx.select import chat_example
-    from slearn_mlx.train import TrainConfig, answer_loss, make_batch, mean_loss
+    from slearn_mlx.training.batches import make_batch
+    from slearn_mlx.training.config import TrainConfig
+    from slearn_mlx.training.layers import add_trainable_layers, remove_adapters
+    from slearn_mlx.training.loss import answer_loss, mean_loss
+    from slearn_mlx.training.optim import build_optimizer
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)

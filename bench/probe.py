@@ -28,7 +28,7 @@ from slearn_mlx.answer import AnswerConfig, answer_items
 from slearn_mlx.calibrate import cohen_kappa, fit_threshold
 from slearn_mlx.data import load_items
 from slearn_mlx.grade import grade_deterministic
-from slearn_mlx.models import load_model
+from slearn_mlx.models.load import load_model
 from slearn_mlx.probe import Knowledge, probe_items
 from slearn_mlx.records import Answer
 from slearn_mlx.runs import read_records

@@ -4,7 +4,7 @@ All in one process, default model, float32, OpenBLAS loaded:
 1. matmul GFLOP/s of mlx on the model's own shapes: many rows (prefill, training),
    16 rows (a decode step at batch 16) and 1 row (sequential decoding);
 2. one prefill forward pass (batch 16 x 115 tokens, the size of a MedMCQA batch)
-   split by component, with mlx-lm's SwiGLU and with slearn's (kernels.py);
+   split by component, with mlx-lm's SwiGLU and with slearn's (models/kernels.py);
 3. each stage run on N shipped MedMCQA items and timed: answering (max 24 tokens),
    the judge's verdict pass, one epoch of LoRA training. For each, the FLOPs it
    needs (counted from the model's shapes and the tokens it processed) and the
@@ -89,7 +89,7 @@ def matmul_speeds(shape: Shape) -> dict[str, float]:
 def forward_breakdown(model, shape: Shape, batch: int, length: int) -> None:
     from mlx_lm.models.activations import swiglu
 
-    from slearn_mlx import kernels
+    from slearn_mlx.models import kernels
 
     layer = model.model.layers[0]
     x = mx.random.normal((batch, length, shape.h))
@@ -119,7 +119,7 @@ def forward_breakdown(model, shape: Shape, batch: int, length: int) -> None:
     tokens = mx.random.randint(0, 1000, (batch, length))
     from mlx_lm import load
 
-    from slearn_mlx.models import default_model_path
+    from slearn_mlx.models.store import default_model_path
 
     plain, _ = load(str(default_model_path()))  # mlx-lm's kernels
     flops = shape.block_flops(batch * length) + shape.attention_flops(batch * length, (length + 1) / 2)
@@ -137,7 +137,6 @@ def forward_breakdown(model, shape: Shape, batch: int, length: int) -> None:
 
 
 def stages(model, tokenizer, shape: Shape, speeds: dict, n: int) -> None:
-    from slearn_mlx import train
     from slearn_mlx.answer import AnswerConfig, answer_items, encode_chat, question_text, shared_prefix
     from slearn_mlx.data import load_items
     from slearn_mlx.grade import GradeConfig, grade_answers
@@ -145,6 +144,8 @@ def stages(model, tokenizer, shape: Shape, speeds: dict, n: int) -> None:
     from slearn_mlx.records import Answer
     from slearn_mlx.runs import read_records
     from slearn_mlx.select import chat_example
+    from slearn_mlx.training.config import TrainConfig
+    from slearn_mlx.training.loop import train_adapters
 
     items = load_items(DATA)[:n]
     rows = []
@@ -186,8 +187,8 @@ def stages(model, tokenizer, shape: Shape, speeds: dict, n: int) -> None:
         run_dir.mkdir()
         examples = [chat_example(item) for item in items]
         (run_dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in examples), encoding="utf-8")
-        config = train.TrainConfig(epochs=1)
-        summary = train.train_adapters(model, tokenizer, run_dir, tmp / "adapters", config, progress=False)
+        config = TrainConfig(epochs=1)
+        summary = train_adapters(model, tokenizer, run_dir, tmp / "adapters", config, progress=False)
         seq, answer_tokens = summary.n_seq_tokens, summary.n_tokens
         mean_len = seq / n
         flops = (
@@ -209,7 +210,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=32)
     opts = parser.parse_args()
-    from slearn_mlx.models import load_model
+    from slearn_mlx.models.load import load_model
 
     model, tokenizer = load_model(None)
     shape = Shape(model.args)

@@ -1,10 +1,10 @@
 """Training work that can be skipped: padding, and the frozen blocks' forward pass in every epoch.
 
-- Padding: every batch is zero-padded to a multiple of `train.PAD_MULTIPLE` tokens. A padding token costs the
+- Padding: every batch is zero-padded to a multiple of `PAD_MULTIPLE` tokens (training/batches.py). A padding token costs the
   work of a real one (attention grows with the square of the width); each width not seen before costs a
   compilation of the training step. `padM` pads to multiples of M.
 - The frozen blocks: the blocks below the trained ones compute the same for a pair in every epoch; `+once`
-  computes them once per run (frozen.py), `+every` in every step (`frozen.MAX_BYTES = 0`).
+  computes them once per run (training/blocks.py), `+every` in every step (`TrainHooks(frozen_bytes=0)`).
 
 Each variant trains the default model on the same pairs in its own process, the variants interleaved over the
 repeats: the default training settings (LoRA rank 8 on 16 of 30 blocks, batch 4, float32) for `--epochs` passes
@@ -32,26 +32,26 @@ from variants import report, run_interleaved
 
 def run(data: Path, variant: str, epochs: int) -> dict:
     import slearn_mlx  # noqa: F401  (OpenBLAS before mlx)
-    from slearn_mlx import frozen, train
     from slearn_mlx.data import load_items
-    from slearn_mlx.models import load_model
+    from slearn_mlx.models.load import load_model
     from slearn_mlx.prompts import PROBE_LEAD
     from slearn_mlx.select import chat_example
+    from slearn_mlx.training.batches import make_batch
+    from slearn_mlx.training.blocks import MAX_BYTES
+    from slearn_mlx.training.config import TrainConfig
+    from slearn_mlx.training.loop import TrainHooks, train_adapters
 
     padding, blocks = variant.split("+")
-    train.PAD_MULTIPLE = int(padding.removeprefix("pad"))
-    if blocks == "every":
-        frozen.MAX_BYTES = 0
+    pad_multiple = int(padding.removeprefix("pad"))
     widths, padded = set(), [0]
-    original = train.make_batch
 
     def counted(*args):
-        batch = original(*args)
+        batch = make_batch(*args, pad_multiple=pad_multiple)
         widths.add(batch.tokens.shape[1])
         padded[0] += batch.tokens.shape[0] * (batch.tokens.shape[1] - 1)  # the model reads all but the last
         return batch
 
-    train.make_batch = counted
+    hooks = TrainHooks(make_batch=counted, frozen_bytes=0 if blocks == "every" else MAX_BYTES)
     model, tokenizer = load_model(None)
     rows = [chat_example(item, lead=PROBE_LEAD) for item in load_items(data)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,8 +59,8 @@ def run(data: Path, variant: str, epochs: int) -> dict:
         run_dir.mkdir()
         (run_dir / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
         start = time.perf_counter()
-        summary = train.train_adapters(
-            model, tokenizer, run_dir, Path(tmp) / "adapters", train.TrainConfig(epochs=epochs), progress=False
+        summary = train_adapters(
+            model, tokenizer, run_dir, Path(tmp) / "adapters", TrainConfig(epochs=epochs), progress=False, hooks=hooks
         )
         seconds = time.perf_counter() - start
     return {"seconds": seconds, "steps": summary.steps, "tokens": summary.n_seq_tokens, "padded": padded[0],

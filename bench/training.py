@@ -53,7 +53,7 @@ def sequence_tokens(data: Path) -> int:
     from mlx_lm.tuner.datasets import ChatDataset
     from mlx_lm.utils import load_tokenizer
 
-    from slearn_mlx.models import default_model_path
+    from slearn_mlx.models.store import default_model_path
 
     rows = [json.loads(line) for line in open(data / "train.jsonl")]
     dataset = ChatDataset(rows, load_tokenizer(default_model_path()), mask_prompt=True)
@@ -67,26 +67,34 @@ def run_slearn(data: Path) -> dict:
     """slearn's loop: train_adapters' compiled step and answer-only loss, timed step by step."""
     import mlx.core as mx
 
-    from slearn_mlx import train
-    from slearn_mlx.models import load_model
+    from slearn_mlx.models.load import load_model
+    from slearn_mlx.training.batches import make_batch
+    from slearn_mlx.training.config import TrainConfig
+    from slearn_mlx.training.loop import TrainHooks, train_adapters
 
     model, tokenizer = load_model(None)
     times, tokens = [], []
-    original = train.make_batch
 
     def timed_batch(*args):  # the step before this batch has finished: mx.eval runs in the loop
         times.append(time.perf_counter())
-        batch = original(*args)
+        batch = make_batch(*args)
         tokens.append(int(batch.bounds[:, 1].sum().item()))
         return batch
 
-    train.make_batch = timed_batch
-    config = train.TrainConfig(epochs=1, batch_size=BATCH, learning_rate=LR, rank=RANK, num_layers=LAYERS, scale=SCALE)
+    config = TrainConfig(epochs=1, batch_size=BATCH, learning_rate=LR, rank=RANK, num_layers=LAYERS, scale=SCALE)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "train"
         run_dir.mkdir()
         (run_dir / "train.jsonl").write_text((data / "train.jsonl").read_text())
-        train.train_adapters(model, tokenizer, run_dir, Path(tmp) / "adapters", config, progress=False)
+        train_adapters(
+            model,
+            tokenizer,
+            run_dir,
+            Path(tmp) / "adapters",
+            config,
+            progress=False,
+            hooks=TrainHooks(make_batch=timed_batch),
+        )
     times.append(time.perf_counter())
     return {
         "seconds": times[-1] - times[0],
@@ -105,7 +113,7 @@ def run_mlx_lm(data: Path) -> dict:
     import mlx.core as mx
     from mlx_lm import lora
 
-    from slearn_mlx.models import default_model_path
+    from slearn_mlx.models.store import default_model_path
 
     reports = []
 
@@ -182,7 +190,7 @@ def run_torch(data: Path) -> dict:
 
 
 def run_slearn_mlx_kernels(data: Path) -> dict:
-    """slearn's loop with mlx-lm's own SwiGLU (SLEARN_KERNELS=mlx), to show what kernels.py adds."""
+    """slearn's loop with mlx-lm's own SwiGLU (SLEARN_KERNELS=mlx), to show what models/kernels.py adds."""
     os.environ["SLEARN_KERNELS"] = "mlx"
     return run_slearn(data)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from slearn_mlx import distributed
+from slearn_mlx.options import option
 from slearn_mlx.progress import progress_bar
 from slearn_mlx.prompts import (
     ANSWER_FIELDS,
@@ -23,11 +24,17 @@ from slearn_mlx.runs import RecordWriter, pending_batches, read_records
 
 @dataclass
 class AnswerConfig:
-    max_tokens: int = 64  # most tokens generated per answer
-    batch_size: int = 32  # prompts generated together; 32 was the fastest on a 2-core CPU (bench/batch_sizes.py)
-    temperature: float = 0.0  # 0 is greedy decoding, which makes answers reproducible
-    template: str = QUESTION_TEMPLATE  # the user message for a question; field {question}
-    mcq_template: str = MCQ_TEMPLATE  # the same for multiple choice; fields {question}, {options}
+    max_tokens: int = option(64, "Most tokens per answer.")
+    # 32 was the fastest on a 2-core CPU (bench/batch_sizes.py).
+    batch_size: int = option(32, "Prompts generated together.")
+    temperature: float = option(0.0, "Sampling temperature; 0 is greedy, which makes answers reproducible.")
+    template: str = option(
+        QUESTION_TEMPLATE, "File with the question prompt: field {question}.", shown="the question as it is"
+    )
+    mcq_template: str = option(
+        MCQ_TEMPLATE, "File with the multiple-choice prompt: fields {question}, {options}.",
+        shown="the question, its options, then: Answer with the letter of the correct option",
+    )  # fmt: skip
 
     def problems(self) -> list[str]:
         out = []

@@ -11,10 +11,10 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from slearn_mlx.adapters import adapters_on, remove_adapters
 from slearn_mlx.answer import AnswerConfig, answer_items
 from slearn_mlx.records import Answer, QAItem
 from slearn_mlx.runs import read_records
+from slearn_mlx.training.layers import adapters_on, remove_adapters
 
 
 @dataclass(frozen=True)

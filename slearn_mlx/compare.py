@@ -45,7 +45,8 @@ from slearn_mlx.records import Grade
 from slearn_mlx.report import write_reports
 from slearn_mlx.runs import RunDir, load_run_items, lock_run, read_json, read_records
 from slearn_mlx.select import SelectConfig
-from slearn_mlx.train import TrainConfig, read_chat_rows
+from slearn_mlx.training.batches import read_chat_rows
+from slearn_mlx.training.config import TrainConfig
 
 DEFAULT_STRATEGIES = ("all", "paper", "wrong+probe+rehearse1")
 # Parts of a strategy's name after its first word, in the order names are written.
@@ -216,20 +217,9 @@ def run_compare(
     base_grades = read_records(base.grades, Grade)
     known = [item for item in load_run_items(base) if base_grades[item.id].correct]
 
-    probe_base, probing = None, None
+    probe_base, probing = RunDir(out / "base-probe"), None
     if any(s.probe for s in strategies):
-        probe_base = RunDir(out / "base-probe")
-        threshold = (
-            config.grade.threshold if config.grade.grader == PROBE_GRADER else None
-        )  # a judge's is not the probe's
-        probe_grade = replace(
-            config.grade, grader=PROBE_GRADER, answer_grader=answering.grade.grader, threshold=threshold
-        )
-        probing = replace(config, grade=probe_grade)
-        echo(f"[probe] {stage_grade(probe_base, probing, models, progress=progress)}")
-        if calibrate_labels and not probe_base.calibration.exists():
-            calibration, probing = stage_calibrate(probe_base, probing, calibrate_labels, models, progress=progress)
-            echo(f"[probe] {calibration}")
+        probing = _probe_base(probe_base, config, answering, models, echo, progress, calibrate_labels)
 
     results: list[tuple[Strategy, list[SeedResult]]] = []
     for strategy in strategies:
@@ -266,6 +256,27 @@ def run_compare(
     }
     write_reports(out, report)
     return report
+
+
+def _probe_base(
+    run: RunDir,
+    config: RunConfig,
+    answering: RunConfig,
+    models: SharedModel,
+    echo,
+    progress: bool,
+    calibrate_labels: str | None,
+) -> RunConfig:
+    """The knowledge probe over the training items, once for every strategy that selects with it (OUT/base-probe);
+    returns the configuration it ran with (its threshold calibrated when asked)."""
+    threshold = config.grade.threshold if config.grade.grader == PROBE_GRADER else None  # a judge's is not the probe's
+    probe_grade = replace(config.grade, grader=PROBE_GRADER, answer_grader=answering.grade.grader, threshold=threshold)
+    probing = replace(config, grade=probe_grade)
+    echo(f"[probe] {stage_grade(run, probing, models, progress=progress)}")
+    if calibrate_labels and not run.calibration.exists():
+        calibration, probing = stage_calibrate(run, probing, calibrate_labels, models, progress=progress)
+        echo(f"[probe] {calibration}")
+    return probing
 
 
 def summarize(results: list[tuple[Strategy, list[SeedResult]]]) -> list[dict]:

@@ -15,9 +15,10 @@ from slearn_mlx.common import quoted
 from slearn_mlx.data import Fields
 from slearn_mlx.errors import ConfigError
 from slearn_mlx.grade import GradeConfig
+from slearn_mlx.options import option
 from slearn_mlx.runs import RunDir, read_json, write_json_atomic
 from slearn_mlx.select import SelectConfig
-from slearn_mlx.train import TrainConfig
+from slearn_mlx.training.config import TrainConfig
 
 STAGE_CONFIGS = {"answer": AnswerConfig, "grade": GradeConfig, "select": SelectConfig, "train": TrainConfig}
 SECTIONS = {"fields": Fields, **STAGE_CONFIGS}  # the config's mappings of options
@@ -25,10 +26,16 @@ SECTIONS = {"fields": Fields, **STAGE_CONFIGS}  # the config's mappings of optio
 
 @dataclass
 class RunConfig:
-    model: str | None = None  # mlx-lm model: Hugging Face id or local directory; None is the embedded default
-    data: str | None = None  # training QA file
-    test: str | None = None  # held-out QA file for `evaluate`
-    trust_remote_code: bool = False  # let the model or tokenizer run code it ships with
+    model: str | None = option(
+        None, "mlx-lm model: an installed name (slearn models list), a local directory or a Hugging Face id.",
+        shown="the embedded SmolLM2-135M-Instruct",
+    )  # fmt: skip
+    data: str | None = option(
+        None, "Training QA file: JSONL, a JSON array, CSV/TSV with a header row, Parquet, or a `datasets` "
+        "save_to_disk directory.", shown="none",
+    )  # fmt: skip
+    test: str | None = option(None, "Held-out QA file for evaluation, as --data.", shown="none")
+    trust_remote_code: bool = option(False, "Let a model or tokenizer run the Python code it ships with.")
     fields: Fields = field(default_factory=Fields)  # the data files' field names, where not the usual ones
     answer: AnswerConfig = field(default_factory=AnswerConfig)
     grade: GradeConfig = field(default_factory=GradeConfig)

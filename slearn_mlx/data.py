@@ -31,6 +31,7 @@ import jsonlines
 
 from slearn_mlx.common import quoted
 from slearn_mlx.errors import UserError
+from slearn_mlx.options import option
 from slearn_mlx.records import QAItem
 
 FORMATS = "question+answer, prompt+completion, messages, or instruction+output"
@@ -51,10 +52,10 @@ class DataError(UserError, ValueError):
 class Fields:
     """Which of a file's fields hold the question, the answer, the options and the id; None: the usual names."""
 
-    question: str | None = None
-    answer: str | None = None
-    options: str | None = None
-    id: str | None = None
+    question: str | None = option(None, "The field holding the question.", flag="--question-field", shown="question")
+    answer: str | None = option(None, "The field holding the reference answer.", flag="--answer-field", shown="answer")
+    options: str | None = option(None, "The field holding the options.", flag="--options-field", shown="options")
+    id: str | None = option(None, "The field holding each item's id.", flag="--id-field", shown="id, else a hash")
 
     def problems(self) -> list[str]:
         return [f"fields.{k}: empty" for k, v in vars(self).items() if v is not None and not v.strip()]

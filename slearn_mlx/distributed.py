@@ -7,7 +7,7 @@ path). Rank 0 alone writes; the others compute their share and send it to rank 0
   rank i % N (`map_batches`); every rank receives every batch's results, in order, and rank 0 appends them, so
   the files are those of one process, and resuming them works as it does for one;
 - training is data-parallel: each rank takes a strided share of every batch and the gradients are summed,
-  weighted by tokens, so N ranks take the steps one process takes (see train.py);
+  weighted by tokens, so N ranks take the steps one process takes (see training/loop.py);
 - every write of rank 0 ends in a barrier (`RecordWriter.close`, `atomic_file`), so a rank reads a file only
   once rank 0 has finished writing it.
 

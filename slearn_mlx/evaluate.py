@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Callable, ContextManager
 
 from slearn_mlx import distributed
-from slearn_mlx.adapters import adapters_on, has_adapters, remove_adapters
 from slearn_mlx.answer import AnswerConfig, answer_items
 from slearn_mlx.grade import GradeConfig, grade_answers
 from slearn_mlx.judge import Judge
 from slearn_mlx.records import Answer, Grade, QAItem
 from slearn_mlx.runs import RunDir, read_records
+from slearn_mlx.training.layers import adapters_on, has_adapters, remove_adapters
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from slearn_mlx.common import file_hash, quoted
 from slearn_mlx.config import RunConfig
 from slearn_mlx.errors import UserError
-from slearn_mlx.models import resolve_model
+from slearn_mlx.models.load import resolve_model
 from slearn_mlx.runs import STAGES, RunDir, read_json, write_json_atomic
 
 # Settings that change what a stage computes; batch sizes and the like only change how fast.

@@ -31,6 +31,7 @@ from slearn_mlx import distributed
 from slearn_mlx.calibrate import Calibration, calibrate
 from slearn_mlx.errors import ConfigError, NotDone
 from slearn_mlx.judge import JUDGE_MODES, Judge
+from slearn_mlx.options import option
 from slearn_mlx.progress import progress_bar
 from slearn_mlx.prompts import PROBE_LEAD
 from slearn_mlx.records import Answer, Grade, QAItem
@@ -44,20 +45,37 @@ DEFAULT_THRESHOLDS = {"probe": 0.05}  # P(reference); every other scored grader:
 
 @dataclass
 class GradeConfig:
-    grader: str = "probe"  # probe | judge | exact | contains | f1 | option | auto | hybrid
-    judge_mode: str = "verdict"  # verdict | cot | score: how the judge decides
-    judge_model: str | None = None  # a separate judge model; None: the run's model grades itself
-    judge_template: str | None = None  # the judge's prompt; None: the mode's default (prompts.py)
-    threshold: float | None = (
-        None  # score at or above this is correct; None: 0.5 (judge), 0.05 (probe); --calibrate fits it
+    grader: str = option(
+        "probe",
+        "judge: a model grades the answers; exact/contains/f1/option: deterministic (auto: option for multiple "
+        "choice, contains otherwise); hybrid: deterministic where decisive, the judge for the rest; probe: no "
+        "answers, one forward pass reads how likely the model is to say each reference.",
+        choices=GRADERS,
     )
-    probe_lead: str = PROBE_LEAD  # what the probe puts between a free-text question and its reference
-    answer_grader: str = (
-        "auto"  # with the probe, grades generated answers: auto (option or contains) or a deterministic one
+    judge_mode: str = option(
+        "verdict",
+        "verdict: P(Yes) as the next token; cot: a short justification, then P(Yes); score: expected 0-9 score.",
+        choices=JUDGE_MODES,
     )
-    f1_threshold: float = 0.5  # token F1 at or above this is correct (f1 grader)
-    cot_max_tokens: int = 48  # length of the judge's justification in cot mode
-    batch_size: int = 16  # judge prompts scored together
+    judge_model: str | None = option(
+        None, "A separate judge model (an installed name, a directory or a Hugging Face id).",
+        shown="the run's model judges itself",
+    )  # fmt: skip
+    judge_template: str | None = option(
+        None, "File with the judge's prompt: fields {question}, {reference}, {answer}.", shown="the mode's own"
+    )
+    threshold: float | None = option(
+        None, "Score needed to count as correct; --calibrate fits it.",
+        shown="0.5 for the judge's P(correct), 0.05 for the probe's P(reference)",
+    )  # fmt: skip
+    probe_lead: str = option(PROBE_LEAD, "What the probe puts before a free-text reference in the answer.")
+    answer_grader: str = option(
+        "auto", "With --grader probe, how generated answers (evaluation, calibration) are graded; auto: option for "
+        "multiple choice, contains otherwise.", choices=ANSWER_GRADERS,
+    )  # fmt: skip
+    f1_threshold: float = option(0.5, "Token F1 needed to count as correct with the f1 grader.")
+    cot_max_tokens: int = option(48, "Tokens of the judge's justification in cot mode.")
+    batch_size: int = option(16, "Judge or probe prompts scored together.")
 
     def problems(self) -> list[str]:
         from slearn_mlx.prompts import JUDGE_FIELDS, JUDGE_REQUIRED, template_problem

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from slearn_mlx.answer import encode_chat, prefix_cache, render_options, shared_prefix
 from slearn_mlx.errors import ConfigError
+from slearn_mlx.models.heads import logits_at
 from slearn_mlx.prompts import DEFAULT_TEMPLATES, VERDICT_CUE
 from slearn_mlx.records import QAItem
 
@@ -90,16 +91,8 @@ def last_token_logprobs(model, prompts: list[list[int]], prefix: Prefix | None =
     width = max(lengths)
     tokens = mx.array([p + [0] * (width - len(p)) for p in prompts])
     last = mx.array([n - 1 for n in lengths])
-    rows = mx.arange(len(prompts))
     cache = prefix.batch(len(prompts)) if prefix is not None else None
-    from slearn_mlx.models import output_projection
-
-    project = output_projection(model)
-    if project is not None:
-        logits = project(model.model(tokens, cache=cache)[rows, last])
-    else:
-        logits = model(tokens, cache=cache)[rows, last]
-    logits = logits.astype(mx.float32)
+    logits = logits_at(model, tokens, last, cache).astype(mx.float32)
     return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
 
 

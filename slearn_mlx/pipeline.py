@@ -15,13 +15,12 @@ from dataclasses import asdict, replace
 from typing import Callable, Iterator
 
 from slearn_mlx import distributed
-from slearn_mlx.adapters import has_adapters
 from slearn_mlx.answer import AnswerSummary, answer_items
 from slearn_mlx.ask import SideBySide, ask
 from slearn_mlx.calibrate import Calibration, read_labels, save_calibration
-from slearn_mlx.checkpoint import already_trained
 from slearn_mlx.config import RunConfig, save_config
 from slearn_mlx.data import load_items
+from slearn_mlx.environment import environment_info
 from slearn_mlx.errors import ConfigError, MissingInput
 from slearn_mlx.evaluate import EvalSummary, evaluate_adapters, forget_adapted
 from slearn_mlx.fingerprint import (
@@ -43,7 +42,7 @@ from slearn_mlx.grade import (
     grade_deterministic,
 )
 from slearn_mlx.judge import Judge
-from slearn_mlx.models import environment_info, load_model, resolve_model
+from slearn_mlx.models.load import load_model, resolve_model
 from slearn_mlx.probe import PROBE_GRADER, Knowledge, ProbeSummary, probe_grade, probe_items, probe_summary
 from slearn_mlx.records import Answer, Grade, QAItem
 from slearn_mlx.runs import (
@@ -58,7 +57,10 @@ from slearn_mlx.runs import (
     write_jsonl_atomic,
 )
 from slearn_mlx.select import SelectSummary, rephrase_items, select_unknown
-from slearn_mlx.train import TrainSummary, train_adapters
+from slearn_mlx.training.checkpoint import already_trained
+from slearn_mlx.training.config import TrainSummary
+from slearn_mlx.training.layers import has_adapters
+from slearn_mlx.training.loop import train_adapters
 
 
 class SharedModel:

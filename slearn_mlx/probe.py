@@ -29,6 +29,7 @@ import numpy as np
 from slearn_mlx import distributed
 from slearn_mlx.answer import AnswerConfig, encode_chat, question_text, shared_prefix
 from slearn_mlx.judge import Prefix
+from slearn_mlx.models.heads import logits_at
 from slearn_mlx.progress import progress_bar
 from slearn_mlx.records import Grade, QAItem, Record
 from slearn_mlx.runs import RecordWriter, pending_batches, read_records
@@ -114,8 +115,6 @@ def read_rows(model, rows: list[ProbeRow], prefix: Prefix | None = None) -> list
     """
     import mlx.core as mx
 
-    from slearn_mlx.models import output_projection
-
     skip = len(prefix) if prefix is not None else 0
     sequences = [(row.context + row.target)[skip:] for row in rows]
     width = max(len(s) for s in sequences)
@@ -128,13 +127,7 @@ def read_rows(model, rows: list[ProbeRow], prefix: Prefix | None = None) -> list
         positions[r, : len(row.target)] = np.arange(start, start + len(row.target))
         targets[r, : len(row.target)] = row.target
     cache = prefix.batch(len(rows)) if prefix is not None else None
-    project = output_projection(model)
-    picked = mx.arange(len(rows))[:, None], mx.array(positions)
-    if project is not None:
-        logits = project(model.model(tokens, cache=cache)[picked])
-    else:
-        logits = model(tokens, cache=cache)[picked]
-    logits = logits.astype(mx.float32)
+    logits = logits_at(model, tokens, mx.array(positions), cache).astype(mx.float32)
     logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
     target_lp = mx.take_along_axis(logprobs, mx.array(targets)[..., None], axis=-1)[..., 0]
     is_top = mx.argmax(logits, axis=-1) == mx.array(targets)

@@ -45,6 +45,8 @@ TRAIN_FILE, VALID_FILE = "train.jsonl", "valid.jsonl"
 ANCHORS_FILE = "anchors.jsonl"  # known pairs the KL term holds in place (select --anchors)
 LOSSES_FILE = "losses.jsonl"
 CHECKPOINT_FILE = "checkpoint.safetensors"
+# The adapters in mlx-lm's format: what `mlx_lm.generate --adapter-path` and `mlx_lm.fuse` load.
+ADAPTER_FILE, ADAPTER_CONFIG = "adapters.safetensors", "adapter_config.json"
 R = TypeVar("R", bound=Record)
 T = TypeVar("T")
 

@@ -26,6 +26,7 @@ from typing import Callable
 from slearn_mlx.answer import AnswerConfig, answer_items, question_text
 from slearn_mlx.errors import NotDone
 from slearn_mlx.grade import answer_letter, contains_reference, normalize
+from slearn_mlx.options import option
 from slearn_mlx.prompts import PROBE_LEAD, REPHRASE_TEMPLATE
 from slearn_mlx.records import Answer, Grade, QAItem
 from slearn_mlx.runs import ANCHORS_FILE, TRAIN_FILE, VALID_FILE, read_records, write_jsonl_atomic
@@ -33,19 +34,34 @@ from slearn_mlx.runs import ANCHORS_FILE, TRAIN_FILE, VALID_FILE, read_records, 
 
 @dataclass
 class SelectConfig:
-    valid_fraction: float = 0.1  # share of the selected pairs copied to valid.jsonl to watch the loss
-    valid_split: bool = False  # hold the validation pairs out of training instead of copying them
-    seed: int = 0  # picks the validation sample and the replayed pairs
-    replay: float = 0.0  # share of the correctly answered pairs mixed back in
-    uncertain: float = 0.0  # judge verdicts within this distance of the threshold count as unknown
-    max_items: int | None = None  # at most this many unknown pairs, hardest (lowest score) first
-    budget: float | None = None  # this share of the set, least known (lowest score) first; None: the wrong ones
-    all: bool = False  # every pair, right or wrong: full fine-tuning
-    own: bool = False  # replayed pairs teach the model's own correct answer, not the reference
-    rephrase: bool = False  # unknown pairs teach the model's own rewrite of the reference, where it keeps it
-    rehearse: float = 1.0  # share of the rest, least known first, trained in one epoch: the new does not overwrite it
-    anchors: float = 0.0  # share of the known pairs not trained on written to anchors.jsonl, for train.kl
-    lead: str = PROBE_LEAD  # every taught answer starts with it ("The correct answer is Paris."); "": bare
+    valid_fraction: float = option(0.1, "Share of the selected pairs copied to valid.jsonl to watch the loss.")
+    valid_split: bool = option(
+        False, "Hold the validation pairs out of training (a true split) instead of copying them."
+    )
+    seed: int = option(0, "Picks the validation sample and the replayed pairs.", flag=False)
+    replay: float = option(0.0, "Share of the correctly answered pairs mixed back in.")
+    uncertain: float = option(0.0, "Judge or probe verdicts this close above the threshold count as unknown.")
+    max_items: int | None = option(None, "At most this many unknown pairs, hardest first.", shown="no cap")
+    budget: float | None = option(
+        None, "Train on this share of the set fully, least known first (wrong answers, then the weakest right ones).",
+        shown="none: every pair graded wrong",
+    )  # fmt: skip
+    all: bool = option(False, "Train on every pair: the full fine-tuning baseline.")
+    own: bool = option(
+        False, "Replayed pairs teach the model's own correct answer instead of the reference.", flag="--replay-own"
+    )
+    rephrase: bool = option(
+        False, "The model rewrites each unknown pair's reference in its own words first; kept where it keeps the "
+        "reference.",
+    )  # fmt: skip
+    rehearse: float = option(
+        1.0, "Share of the known pairs left out, least known first, that train once (in one epoch), so the new "
+        "does not overwrite them.",
+    )  # fmt: skip
+    anchors: float = option(
+        0.0, "Share of the known pairs left out of training that --kl holds in place (train/anchors.jsonl)."
+    )
+    lead: str = option(PROBE_LEAD, 'What every taught answer starts with, before the reference ("" teaches it bare).')
 
     def problems(self) -> list[str]:
         out = []

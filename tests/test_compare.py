@@ -10,6 +10,8 @@ import pytest
 from slearn_mlx.cli import cli
 from slearn_mlx.compare import parse_strategy
 
+from conftest import accuracy_of
+
 
 def test_strategy_names_round_trip():
     for name in (
@@ -67,7 +69,8 @@ def test_compare_trains_each_strategy_and_writes_the_reports(runner, tiny_model,
     base = json.loads((out / "base" / "report.json").read_text())
     assert by_name["wrong"]["seconds"]["answer"] == base["seconds"]["answer"]
     for s in report["strategies"]:
-        assert 0.0 <= s["accuracy"] <= 1.0 and s["losses"] and s["losses"][0]["step_losses"]
+        assert s["accuracy"] == accuracy_of(out / s["strategy"] / "eval" / "adapted_grades.jsonl")
+        assert s["losses"] and s["losses"][0]["step_losses"]
         assert (s["retention"] is None) == (n_wrong == 6)
         assert (out / s["strategy"] / "adapters" / "adapters.safetensors").exists()
     page = (out / "report.html").read_text()

@@ -14,9 +14,11 @@ import pytest
 import slearn_mlx
 from slearn_mlx.answer import encode_chat
 from slearn_mlx.cli import cli
-from slearn_mlx.models import import_gguf, load_model
+from slearn_mlx.models.gguf import import_gguf
+from slearn_mlx.models.load import load_model
 
 from bpe_reference import encode as reference_encode
+from conftest import accuracy_of
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +48,8 @@ def test_default_model_knows_paris(default_model):
 def test_4bit_import_is_lossless_and_trains_as_qlora(default_gguf, tmp_path):
     from slearn_mlx.records import QAItem
     from slearn_mlx.select import chat_example
-    from slearn_mlx.train import TrainConfig, train_adapters
+    from slearn_mlx.training.config import TrainConfig
+    from slearn_mlx.training.loop import train_adapters
 
     imported = import_gguf(default_gguf, tmp_path / "q4", dtype="q4")
     config = json.loads((imported.path / "config.json").read_text())
@@ -82,7 +85,8 @@ def test_slearn_run_on_the_default_model(default_model, tmp_path):
     assert all(
         len(r["messages"][1]["content"]) < 40 and "correct answer" not in r["messages"][1]["content"] for r in rows
     )
-    assert 0.0 <= report["base_accuracy"] <= 1.0 and 0.0 <= report["adapted_accuracy"] <= 1.0
+    assert report["base_accuracy"] == accuracy_of(out / "eval" / "base_grades.jsonl")
+    assert report["adapted_accuracy"] == accuracy_of(out / "eval" / "adapted_grades.jsonl")
     answers = [json.loads(l)["text"] for l in (out / "answers.jsonl").read_text().splitlines()]
     assert sum(bool(a.strip()) for a in answers) >= 6  # a real model answers
 

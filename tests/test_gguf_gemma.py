@@ -15,10 +15,12 @@ import re
 import numpy as np
 import pytest
 
-from slearn_mlx.gguf_check import check_import
-from slearn_mlx.models import import_gguf, load_model
+from slearn_mlx.models.check import check_import
+from slearn_mlx.models.gguf import import_gguf
+from slearn_mlx.models.load import load_model
 
-gguf = pytest.importorskip("gguf")
+from tiny import quantized, write_gguf
+
 spm = pytest.importorskip("sentencepiece")
 
 # 64 wide: mlx-lm's gemma3 rounds the embeddings' scale, sqrt(64) = 8, to bfloat16, where 8 is exact.
@@ -72,51 +74,48 @@ def write_tiny_gemma3(path, processor, seed: int = 0) -> None:
     """A tiny gemma3 as llama.cpp writes one: norms stored as 1 + weight, tied embeddings, no chat template."""
     rng = np.random.default_rng(seed)
     tokens, scores, types = pieces(processor)
-    writer = gguf.GGUFWriter(str(path), "gemma3")
-    writer.add_name("tiny-gemma3")
-    writer.add_block_count(LAYERS)
-    writer.add_embedding_length(HIDDEN)
-    writer.add_feed_forward_length(FFN)
-    writer.add_head_count(HEADS)
-    writer.add_head_count_kv(KV_HEADS)
-    writer.add_key_length(HEAD_DIM)
-    writer.add_value_length(HEAD_DIM)
-    writer.add_layer_norm_rms_eps(1e-6)
-    writer.add_rope_freq_base(1e6)
-    writer.add_context_length(512)
-    writer.add_sliding_window(WINDOW)
-    writer.add_tokenizer_model("llama")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(tokens)
-    writer.add_token_scores(scores)
-    writer.add_token_types(types)
-    writer.add_bos_token_id(2)
-    writer.add_eos_token_id(1)
-    writer.add_unk_token_id(3)
-    writer.add_pad_token_id(0)
-    writer.add_add_bos_token(True)
-    writer.add_add_space_prefix(False)
+    metadata = {
+        "general.name": "tiny-gemma3",
+        "gemma3.block_count": LAYERS,
+        "gemma3.embedding_length": HIDDEN,
+        "gemma3.feed_forward_length": FFN,
+        "gemma3.attention.head_count": HEADS,
+        "gemma3.attention.head_count_kv": KV_HEADS,
+        "gemma3.attention.key_length": HEAD_DIM,
+        "gemma3.attention.value_length": HEAD_DIM,
+        "gemma3.attention.layer_norm_rms_epsilon": 1e-6,
+        "gemma3.rope.freq_base": 1e6,
+        "gemma3.context_length": 512,
+        "gemma3.attention.sliding_window": WINDOW,
+        "tokenizer.ggml.model": "llama",
+        "tokenizer.ggml.pre": "default",
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.scores": scores,
+        "tokenizer.ggml.token_type": types,
+        "tokenizer.ggml.bos_token_id": 2,
+        "tokenizer.ggml.eos_token_id": 1,
+        "tokenizer.ggml.unknown_token_id": 3,
+        "tokenizer.ggml.padding_token_id": 0,
+        "tokenizer.ggml.add_bos_token": True,
+        "tokenizer.ggml.add_space_prefix": False,
+    }
 
     def w(*shape, scale=0.2):
         return (rng.standard_normal(shape) * scale).astype(np.float32)
 
-    writer.add_tensor("token_embd.weight", w(len(tokens), HIDDEN))
-    writer.add_tensor("output_norm.weight", 1 + w(HIDDEN, scale=0.1))
+    tensors = {"token_embd.weight": w(len(tokens), HIDDEN), "output_norm.weight": 1 + w(HIDDEN, scale=0.1)}
     shapes = {"attn_q": (HEADS * HEAD_DIM, HIDDEN), "attn_k": (KV_HEADS * HEAD_DIM, HIDDEN),
               "attn_v": (KV_HEADS * HEAD_DIM, HIDDEN), "attn_output": (HIDDEN, HEADS * HEAD_DIM),
               "ffn_gate": (FFN, HIDDEN), "ffn_up": (FFN, HIDDEN), "ffn_down": (HIDDEN, FFN)}  # fmt: skip
     for layer in range(LAYERS):
         for kind, shape in shapes.items():
-            qtype = gguf.GGMLQuantizationType.Q8_0 if kind in ("attn_v", "ffn_up") else gguf.GGMLQuantizationType.Q5_0
-            data = gguf.quants.quantize(w(*shape), qtype)
-            writer.add_tensor(f"blk.{layer}.{kind}.weight", data, raw_shape=data.shape, raw_dtype=qtype)
+            tensors[f"blk.{layer}.{kind}.weight"] = quantized(
+                w(*shape), "Q8_0" if kind in ("attn_v", "ffn_up") else "Q5_0"
+            )
         for kind, width in (("attn_q_norm", HEAD_DIM), ("attn_k_norm", HEAD_DIM), ("attn_norm", HIDDEN),
                             ("post_attention_norm", HIDDEN), ("ffn_norm", HIDDEN), ("post_ffw_norm", HIDDEN)):  # fmt: skip
-            writer.add_tensor(f"blk.{layer}.{kind}.weight", 1 + w(width, scale=0.1))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+            tensors[f"blk.{layer}.{kind}.weight"] = 1 + w(width, scale=0.1)
+    write_gguf(path, "gemma3", metadata, tensors)
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,12 @@ import json
 import numpy as np
 import pytest
 
-from slearn_mlx.models import import_gguf, load_model
+from slearn_mlx.models.gguf import import_gguf
+from slearn_mlx.models.load import load_model
 
 from bpe_reference import QWEN2_PATTERN
 from bpe_reference import encode as reference_encode
-from tiny import CHAT_TEMPLATE, MERGES, SPECIALS, vocabulary
+from tiny import CHAT_TEMPLATE, MERGES, quantized, tokenizer_metadata, vocabulary, write_gguf
 
 gguf = pytest.importorskip("gguf")
 import mlx.core as mx  # noqa: E402
@@ -54,60 +55,51 @@ def write_tiny_qwen2(path, seed: int = 0, types: dict[str, str | list[str]] = TY
     """A tiny qwen2 model, or with `arch="qwen3"` a qwen3 one: wider heads, RMSNorm of queries and keys, no biases."""
     rng = np.random.default_rng(seed)
     tokens = vocabulary()
-    writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_name(f"tiny-{arch}")
-    writer.add_block_count(LAYERS)
-    writer.add_embedding_length(HIDDEN)
-    writer.add_feed_forward_length(FFN)
-    writer.add_head_count(HEADS)
-    writer.add_head_count_kv(KV_HEADS)
-    writer.add_layer_norm_rms_eps(1e-6)
-    writer.add_rope_freq_base(1e6)
-    writer.add_context_length(512)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("qwen2")
-    writer.add_token_list(tokens)
-    writer.add_token_merges(MERGES)
-    writer.add_token_types([3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS)))
-    writer.add_bos_token_id(0)
-    writer.add_eos_token_id(2)
-    writer.add_chat_template(CHAT_TEMPLATE)
+    head = QWEN3_HEAD if arch == "qwen3" else HIDDEN // HEADS
+    metadata = {
+        "general.name": f"tiny-{arch}",
+        f"{arch}.block_count": LAYERS,
+        f"{arch}.embedding_length": HIDDEN,
+        f"{arch}.feed_forward_length": FFN,
+        f"{arch}.attention.head_count": HEADS,
+        f"{arch}.attention.head_count_kv": KV_HEADS,
+        f"{arch}.attention.layer_norm_rms_epsilon": 1e-6,
+        f"{arch}.rope.freq_base": 1e6,
+        f"{arch}.context_length": 512,
+        **tokenizer_metadata(tokens, "qwen2"),
+        "tokenizer.ggml.bos_token_id": 0,
+        "tokenizer.ggml.eos_token_id": 2,
+        "tokenizer.chat_template": CHAT_TEMPLATE,
+    }
+    if arch == "qwen3":
+        metadata |= {f"{arch}.attention.key_length": head, f"{arch}.attention.value_length": head}
 
     def w(*shape):
         return (rng.standard_normal(shape) * 0.2).astype(np.float32)
 
-    writer.add_tensor("token_embd.weight", w(len(tokens), HIDDEN))
-    writer.add_tensor("output_norm.weight", 1 + w(HIDDEN) * 0.1)
-    head = QWEN3_HEAD if arch == "qwen3" else HIDDEN // HEADS
-    if arch == "qwen3":
-        writer.add_key_length(head)
-        writer.add_value_length(head)
+    tensors = {"token_embd.weight": w(len(tokens), HIDDEN), "output_norm.weight": 1 + w(HIDDEN) * 0.1}
     shapes = {"attn_q": (HEADS * head, HIDDEN), "attn_k": (KV_HEADS * head, HIDDEN), "attn_v": (KV_HEADS * head, HIDDEN),
               "attn_output": (HIDDEN, HEADS * head), "ffn_gate": (FFN, HIDDEN), "ffn_up": (FFN, HIDDEN),
               "ffn_down": (HIDDEN, FFN)}  # fmt: skip
     for layer in range(LAYERS):
         for kind, shape in shapes.items():
             name = types[kind] if isinstance(types[kind], str) else types[kind][layer]
-            qtype = getattr(gguf.GGMLQuantizationType, name)
             if name == "F32":
                 data = w(*shape)
             elif name.endswith("_K"):
-                data = k_quant_bytes(name, *shape, rng)
+                data = (k_quant_bytes(name, *shape, rng), name)
             else:
-                data = gguf.quants.quantize(w(*shape), qtype)
-            writer.add_tensor(f"blk.{layer}.{kind}.weight", data, raw_shape=data.shape, raw_dtype=qtype)
+                data = quantized(w(*shape), name)
+            tensors[f"blk.{layer}.{kind}.weight"] = data
         if arch == "qwen2":  # qwen2's attention has biases
             for kind in ("attn_q", "attn_k", "attn_v"):
-                writer.add_tensor(f"blk.{layer}.{kind}.bias", w(shapes[kind][0]))
+                tensors[f"blk.{layer}.{kind}.bias"] = w(shapes[kind][0])
         else:
             for kind in ("attn_q_norm", "attn_k_norm"):
-                writer.add_tensor(f"blk.{layer}.{kind}.weight", 1 + w(head) * 0.1)
-        writer.add_tensor(f"blk.{layer}.attn_norm.weight", 1 + w(HIDDEN) * 0.1)
-        writer.add_tensor(f"blk.{layer}.ffn_norm.weight", 1 + w(HIDDEN) * 0.1)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+                tensors[f"blk.{layer}.{kind}.weight"] = 1 + w(head) * 0.1
+        tensors[f"blk.{layer}.attn_norm.weight"] = 1 + w(HIDDEN) * 0.1
+        tensors[f"blk.{layer}.ffn_norm.weight"] = 1 + w(HIDDEN) * 0.1
+    write_gguf(path, arch, metadata, tensors)
 
 
 MLX_NAMES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
@@ -223,7 +215,7 @@ def test_imports_agree_with_a_numpy_forward_pass_of_the_file(architecture, tiny_
     """The numpy reference applies the rope as llama.cpp does on the file's own tensors (permuted Q/K rows for
     llama): agreement means the importer undid and mapped everything right."""
     from slearn_mlx.cli import cli
-    from slearn_mlx.gguf_check import check_import
+    from slearn_mlx.models.check import check_import
 
     source = tiny_gguf if architecture == "llama" else qwen2_gguf
     model, _ = load_model(str(import_gguf(source, tmp_path / "m", dtype="float32").path))

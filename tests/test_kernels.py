@@ -9,8 +9,8 @@ from mlx_lm.models.activations import swiglu
 from mlx_lm.tuner.utils import linear_to_lora_layers
 from mlx_lm.utils import load as mlx_lm_load
 
-from slearn_mlx import kernels
-from slearn_mlx.models import load_model
+from slearn_mlx.models import kernels
+from slearn_mlx.models.load import load_model
 
 pytestmark = pytest.mark.skipif(not kernels.wanted(), reason="the fast kernels apply on the CPU backend only")
 

@@ -108,8 +108,9 @@ def check_template(path: Path, kind: str):
         assert_user_error(exc, path)
         return exc
     # An accepted template must format, or the failure would come after the model is loaded.
-    prompt = template.format(**{name: "x" for name in fields})
-    assert isinstance(prompt, str) and "\r" not in template
+    values = {name: f"<{name} {len(name)}>" for name in fields}
+    prompt = template.format(**values)
+    assert all(values[name] in prompt for name in (required or fields)) and "\r" not in template
     assert all(f"{{{name}}}" in template for name in (required or fields))
     return template
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from slearn_mlx.cli import cli
-from slearn_mlx.models import import_gguf, load_model
+from slearn_mlx.models.gguf import import_gguf
+from slearn_mlx.models.load import load_model
 
 from bpe_reference import encode as reference_encode
 from tiny import MERGES, vocabulary
@@ -36,10 +37,10 @@ def test_import_undoes_llama_cpp_permutation(tiny_gguf, tiny_model):
 
 def test_an_import_that_skips_the_unpermutation_computes_something_else(tiny_gguf, tmp_path, monkeypatch):
     """The test above can fail: imported without undoing llama.cpp's Q/K row order, the model's logits differ."""
-    from slearn_mlx import models
+    from slearn_mlx.models import gguf
 
     right, _ = load_model(str(import_gguf(tiny_gguf, tmp_path / "right", dtype="float32").path))
-    monkeypatch.setattr(models, "_unpermute_rope_rows", lambda w, n_heads: w)
+    monkeypatch.setattr(gguf, "_unpermute_rope_rows", lambda w, n_heads: w)
     wrong, _ = load_model(str(import_gguf(tiny_gguf, tmp_path / "wrong", dtype="float32").path))
     tokens = mx.array([[5, 80, 120, 33, 200, 7, 9]])
     assert np.abs(np.array(right(tokens)) - np.array(wrong(tokens))).max() > 1e-2

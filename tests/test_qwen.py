@@ -12,9 +12,10 @@ from click.testing import CliRunner
 
 import slearn_mlx
 from slearn_mlx.cli import cli
-from slearn_mlx.models import installed_models, load_model
+from slearn_mlx.models.load import load_model
+from slearn_mlx.models.store import installed_models
 
-from conftest import write_jsonl
+from conftest import accuracy_of, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +63,8 @@ def test_slearn_run_with_qwen_through_every_stage(qwen, tmp_path):
     assert report["stages"]["train"]["n_examples"] == 6 and report["stages"]["train"]["steps"] == 2
     config = json.loads((out / "adapters" / "adapter_config.json").read_text())
     assert config["num_layers"] == 4 and (out / "adapters" / "adapters.safetensors").exists()
-    assert 0.0 <= report["base_accuracy"] <= 1.0 and 0.0 <= report["adapted_accuracy"] <= 1.0
+    assert report["base_accuracy"] == accuracy_of(out / "eval" / "base_grades.jsonl")
+    assert report["adapted_accuracy"] == accuracy_of(out / "eval" / "adapted_grades.jsonl")
     # Qwen knows capitals: its answers name most of them (the uncalibrated judge may still call them wrong).
     items = {r["id"]: r["reference"] for r in map(json.loads, (out / "items.jsonl").read_text().splitlines())}
     answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
@@ -83,7 +85,7 @@ def test_qwen_judges_the_default_models_answers_by_name(qwen, default_model, tmp
     grades = [json.loads(line) for line in (out / "grades.jsonl").read_text().splitlines()]
     answers = {a["id"]: a["text"] for a in map(json.loads, (out / "answers.jsonl").read_text().splitlines())}
     items = {r["id"]: r for r in map(json.loads, (out / "items.jsonl").read_text().splitlines())}
-    assert len(grades) == 8 and all(0.0 <= g["score"] <= 1.0 for g in grades)
+    assert len(grades) == 8 and all(g["correct"] == (g["score"] >= 0.5) for g in grades)
     # The judge's verdicts follow the answers: right ones (by containing the reference) score higher on average.
     right = [g["score"] for g in grades if items[g["id"]]["reference"].lower() in answers[g["id"]].lower()]
     wrong = [g["score"] for g in grades if items[g["id"]]["reference"].lower() not in answers[g["id"]].lower()]

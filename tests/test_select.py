@@ -218,7 +218,7 @@ def test_rewrites_that_echo_the_rephrasing_request_are_not_taught(tmp_path):
 
 
 def test_rehearsed_pairs_are_trained_in_one_epoch_spread_over_the_epochs(tmp_path):
-    from slearn_mlx.train import pair_epochs, read_chat_rows
+    from slearn_mlx.training.batches import pair_epochs, read_chat_rows
 
     summary = select_unknown(
         ITEMS, grades({"1", "4"}), tmp_path, SelectConfig(budget=None, valid_fraction=0, rehearse=1.0)

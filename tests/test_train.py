@@ -14,10 +14,13 @@ import pytest
 from mlx.utils import tree_map
 from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
 
-from slearn_mlx.models import load_model
+from slearn_mlx.models.load import load_model
 from slearn_mlx.records import QAItem
 from slearn_mlx.select import chat_example
-from slearn_mlx.train import PAD_MULTIPLE, TrainConfig, answer_loss, batch_order, make_batch, mean_loss, train_adapters
+from slearn_mlx.training.batches import PAD_MULTIPLE, batch_order, make_batch
+from slearn_mlx.training.config import TrainConfig
+from slearn_mlx.training.loop import TrainHooks, train_adapters
+from slearn_mlx.training.loss import answer_loss, mean_loss
 
 
 def stop_after(steps: int | None):
@@ -194,7 +197,7 @@ def test_a_run_stopped_and_resumed_ends_with_the_uninterrupted_adapters(tiny_mod
         model, tokenizer = load_model(tiny_model)
         cut = train_adapters(
             model, tokenizer, tmp_path / "cut/train", tmp_path / "cut/a", config, progress=False,
-            before_step=stop_after(steps),
+            hooks=TrainHooks(before_step=stop_after(steps)),
         )  # fmt: skip
     assert cut.resumed_at_step == 8 and cut.steps == whole.steps == 12
     expected, got = _adapters(tmp_path / "whole/a"), _adapters(tmp_path / "cut/a")
@@ -208,7 +211,13 @@ def test_a_checkpoint_of_other_training_is_not_resumed(tiny_model, tmp_path):
     model, tokenizer = load_model(tiny_model)
     config = TrainConfig(epochs=2, batch_size=2, num_layers=2, checkpoint_every=1)
     train_adapters(
-        model, tokenizer, tmp_path / "train", tmp_path / "a", config, progress=False, before_step=stop_after(2)
+        model,
+        tokenizer,
+        tmp_path / "train",
+        tmp_path / "a",
+        config,
+        progress=False,
+        hooks=TrainHooks(before_step=stop_after(2)),
     )
     assert (tmp_path / "train/checkpoint.safetensors").exists()
     model, tokenizer = load_model(tiny_model)
@@ -247,7 +256,7 @@ def write_anchors(path, n: int):
 
 def _anchor_kl(model, base, tokenizer, rows):
     """The KL term over every anchor, as training computes it, and the batch it was computed on."""
-    from slearn_mlx.retention import AnchorTargets, lead_tokens, mixed_batch, mixed_loss
+    from slearn_mlx.training.anchors import AnchorTargets, lead_tokens, mixed_batch, mixed_loss
 
     anchors = CacheDataset(ChatDataset(rows, tokenizer, mask_prompt=True))
     skips = [lead_tokens(tokenizer, row["lead"]) for row in rows]
@@ -305,7 +314,7 @@ def test_a_run_with_anchors_resumes_to_the_uninterrupted_adapters(tiny_model, tm
     for steps in (2, None):  # stopped mid-epoch, at a checkpoint
         model, tokenizer = load_model(tiny_model)
         cut = train_adapters(model, tokenizer, tmp_path / "cut/train", tmp_path / "cut/a", config, progress=False,
-                             before_step=stop_after(steps))  # fmt: skip
+                             hooks=TrainHooks(before_step=stop_after(steps)))  # fmt: skip
     assert cut.resumed_at_step == 2
     expected, got = _adapters(tmp_path / "whole/a"), _adapters(tmp_path / "cut/a")
     assert all(mx.array_equal(expected[k], got[k]).item() for k in expected)
@@ -350,7 +359,7 @@ def test_lora_on_chosen_modules_only(tiny_model, tmp_path):
 def test_the_learning_rate_warms_up_then_decays_as_mlx_lm_builds_it(tiny_model, tmp_path):
     from mlx_lm.tuner.utils import build_schedule
 
-    from slearn_mlx.adapters import build_optimizer, schedule_config
+    from slearn_mlx.training.optim import build_optimizer, schedule_config
 
     config = TrainConfig(learning_rate=1e-3, optimizer="adamw", weight_decay=0.05, lr_schedule="cosine", warmup=3)
     optimizer = build_optimizer(config, 10)
@@ -400,7 +409,7 @@ def test_accumulation_and_checkpointing_resume_exactly(tiny_model, tmp_path):
     for steps in (3, None):  # step 3 is half an update: the checkpoint is the one after step 2
         model, tokenizer = load_model(tiny_model)
         cut = train_adapters(model, tokenizer, tmp_path / "cut/train", tmp_path / "cut/a", config, progress=False,
-                             before_step=stop_after(steps))  # fmt: skip
+                             hooks=TrainHooks(before_step=stop_after(steps)))  # fmt: skip
     assert cut.resumed_at_step == 2 and cut.steps == 10
     expected, got = _adapters(tmp_path / "whole/a"), _adapters(tmp_path / "cut/a")
     assert all(mx.array_equal(expected[k], got[k]).item() for k in expected)
@@ -418,11 +427,11 @@ def test_accumulation_and_checkpointing_resume_exactly(tiny_model, tmp_path):
 def test_the_frozen_blocks_run_once_and_train_what_every_block_each_step_trains(
     tiny_model, tmp_path, monkeypatch, kind, checkpointing
 ):
-    from slearn_mlx import frozen
+    from slearn_mlx.training.blocks import FrozenStart
 
     calls = []
-    compute = frozen.FrozenStart.compute
-    monkeypatch.setattr(frozen.FrozenStart, "compute", lambda *a: calls.append(compute(*a)) or calls[-1])
+    compute = FrozenStart.compute
+    monkeypatch.setattr(FrozenStart, "compute", lambda *a: calls.append(compute(*a)) or calls[-1])
     config = TrainConfig(epochs=3, batch_size=3, learning_rate=5e-3, rank=4, num_layers=1, fine_tune_type=kind,
                          grad_checkpoint=checkpointing)  # fmt: skip
     model, tokenizer = load_model(tiny_model)
@@ -431,10 +440,11 @@ def test_the_frozen_blocks_run_once_and_train_what_every_block_each_step_trains(
     once = train_adapters(model, tokenizer, tmp_path / "once/train", tmp_path / "once/a", config, progress=False)
     assert type(model.layers[0]).__call__ is block  # the model runs whole again after training
     assert len(calls) == 1 and calls[0] is not None and calls[0].first == 1 and len(calls[0].states) == 7
-    monkeypatch.setattr(frozen, "MAX_BYTES", 0)  # too little room for the states: every block runs every step
     model, tokenizer = load_model(tiny_model)
     write_train_dir(tmp_path / "every" / "train", 7)
-    every = train_adapters(model, tokenizer, tmp_path / "every/train", tmp_path / "every/a", config, progress=False)
+    # Too little room for the states: every block runs every step.
+    every = train_adapters(model, tokenizer, tmp_path / "every/train", tmp_path / "every/a", config, progress=False,
+                           hooks=TrainHooks(frozen_bytes=0))  # fmt: skip
     assert calls[-1] is None
     assert once.train_loss == pytest.approx(every.train_loss, rel=1e-4)
     expected, got = _adapters(tmp_path / "every/a"), _adapters(tmp_path / "once/a")
@@ -467,7 +477,7 @@ def test_skip_learned_leaves_out_pairs_the_model_already_writes_and_resumes_exac
     for steps in (stop, None):
         model, tokenizer = load_model(tiny_model)
         cut = train_adapters(model, tokenizer, tmp_path / "cut/train", tmp_path / "cut/a", config, progress=False,
-                             before_step=stop_after(steps))  # fmt: skip
+                             hooks=TrainHooks(before_step=stop_after(steps)))  # fmt: skip
     assert cut.resumed_at_step == stop and cut.steps == whole.steps
     expected, got = _adapters(tmp_path / "whole/a"), _adapters(tmp_path / "cut/a")
     assert all(mx.array_equal(expected[k], got[k]).item() for k in expected)
@@ -489,8 +499,8 @@ def test_pairs_marked_for_one_epoch_train_in_one_epoch_only(tiny_model, tmp_path
 def test_the_default_learning_rate_falls_with_the_models_width(tiny_model, tmp_path):
     from types import SimpleNamespace
 
-    from slearn_mlx.checkpoint import already_trained
-    from slearn_mlx.train import auto_learning_rate
+    from slearn_mlx.training.checkpoint import already_trained
+    from slearn_mlx.training.optim import auto_learning_rate
 
     rate = lambda width: auto_learning_rate(SimpleNamespace(args=SimpleNamespace(hidden_size=width)))  # noqa: E731
     assert rate(64) == rate(576) == 2e-4  # the tiny model and SmolLM2-135M
@@ -504,3 +514,41 @@ def test_the_default_learning_rate_falls_with_the_models_width(tiny_model, tmp_p
     saved = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
     assert saved["learning_rate"] == 2e-4
     assert already_trained(tmp_path / "a", tmp_path / "train", TrainConfig(epochs=1, num_layers=1))
+
+
+@pytest.mark.parametrize("how", ["raises", "stops"])
+def test_training_ended_early_leaves_the_model_and_its_block_class_as_they_came(tiny_model, tmp_path, how):
+    """An exception inside the loop (here from `before_step`) or a `before_step` that stops it: gradient checkpointing
+    and the frozen blocks' switch are off the block class again, the model is in eval mode, and full fine-tuning's
+    weights are the base's."""
+    from mlx.utils import tree_flatten
+
+    model, tokenizer = load_model(tiny_model)
+    block = type(model.layers[0]).__call__
+    base = {k: np.array(v) for k, v in tree_flatten(model.parameters())}
+    write_train_dir(tmp_path / "train", 7)
+
+    moved = []
+
+    def before_step(done: int) -> bool:
+        if done == 2:  # the weights have moved by now: the check below can fail
+            moved.append(any(not np.array_equal(base[k], np.array(v)) for k, v in tree_flatten(model.parameters())))
+            if how == "raises":
+                raise RuntimeError("a bug in the middle of training")
+        return done == 2
+
+    # One of two blocks trains: the frozen blocks' switch goes on, checkpointing too.
+    config = TrainConfig(epochs=2, batch_size=2, learning_rate=5e-2, num_layers=1, fine_tune_type="full",
+                         grad_checkpoint=True)  # fmt: skip
+    hooks = TrainHooks(before_step=before_step)
+    if how == "raises":
+        with pytest.raises(RuntimeError, match="a bug"):
+            train_adapters(model, tokenizer, tmp_path / "train", tmp_path / "a", config, progress=False, hooks=hooks)
+    else:
+        summary = train_adapters(model, tokenizer, tmp_path / "train", tmp_path / "a", config, progress=False,
+                                 hooks=hooks)  # fmt: skip
+        assert summary.stopped and summary.steps == 2 and str(summary) == "stopped after 2 steps"
+        assert not (tmp_path / "a" / "adapters.safetensors").exists()
+    assert type(model.layers[0]).__call__ is block and not model.training
+    after = dict(tree_flatten(model.parameters()))
+    assert moved == [True] and all(np.array_equal(base[k], np.array(after[k])) for k in base)

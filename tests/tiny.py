@@ -11,11 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-# isort: off
 import slearn_mlx  # noqa: F401  (before mlx: loads OpenBLAS, as the command does)
-import mlx.core as mx
-
-# isort: on
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
@@ -85,6 +81,43 @@ _TO_GGUF = {
 }  # fmt: skip
 
 
+def write_gguf(path: Path, arch: str, metadata: dict, tensors: dict) -> None:
+    """A GGUF file as llama.cpp lays it out, through llama.cpp's own writer (the `gguf` package): `metadata` by full
+    key (an int is written as uint32, a float as float32, a list as an array of its items' type) and each tensor as
+    float32, or as `(blocks, type)`: bytes already in a GGML type ("Q8_0", "Q4_K", ...)."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), arch)
+    for key, value in metadata.items():
+        if isinstance(value, bool):
+            writer.add_bool(key, value)
+        elif isinstance(value, int):
+            writer.add_uint32(key, value)
+        elif isinstance(value, float):
+            writer.add_float32(key, value)
+        elif isinstance(value, str):
+            writer.add_string(key, value)
+        else:
+            writer.add_array(key, list(value))
+    for name, value in tensors.items():
+        if isinstance(value, tuple):
+            blocks, qtype = value
+            writer.add_tensor(name, blocks, raw_shape=blocks.shape, raw_dtype=getattr(gguf.GGMLQuantizationType, qtype))
+        else:
+            writer.add_tensor(name, np.asarray(value, np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def quantized(weights: np.ndarray, qtype: str) -> tuple[np.ndarray, str]:
+    """`weights` in GGML type `qtype`, quantized by llama.cpp's own numpy quantizers, as `write_gguf` takes it."""
+    import gguf
+
+    return gguf.quants.quantize(weights, getattr(gguf.GGMLQuantizationType, qtype)), qtype
+
+
 def write_tiny_gguf(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
     """Write the tiny model as a llama GGUF file; returns its HF-layout weights."""
     weights = hf_weights(seed)
@@ -103,32 +136,35 @@ def write_tiny_gguf(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
                 value = llama_cpp_permute(value, KV_HEADS)
             tensors[f"blk.{layer}.{_TO_GGUF[module]}.weight"] = value
     tokens = vocabulary()
-    u32 = lambda v: mx.array(v, dtype=mx.uint32)  # noqa: E731
     metadata = {
-        "general.architecture": "llama",
         "general.name": "tiny-llama",
-        "llama.embedding_length": u32(HIDDEN),
-        "llama.block_count": u32(LAYERS),
-        "llama.feed_forward_length": u32(FFN),
-        "llama.attention.head_count": u32(HEADS),
-        "llama.attention.head_count_kv": u32(KV_HEADS),
-        "llama.rope.dimension_count": u32(HIDDEN // HEADS),
-        "llama.attention.layer_norm_rms_epsilon": mx.array(1e-5, dtype=mx.float32),
-        "llama.rope.freq_base": mx.array(10000.0, dtype=mx.float32),
-        "llama.context_length": u32(512),
-        "llama.vocab_size": u32(len(tokens)),
-        "tokenizer.ggml.model": "gpt2",
-        "tokenizer.ggml.pre": "smollm",
-        "tokenizer.ggml.tokens": tokens,
-        "tokenizer.ggml.merges": MERGES,
-        "tokenizer.ggml.token_type": mx.array(
-            [3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS)), dtype=mx.int32
-        ),
-        "tokenizer.ggml.bos_token_id": u32(1),
-        "tokenizer.ggml.eos_token_id": u32(2),
-        "tokenizer.ggml.padding_token_id": u32(2),
-        "tokenizer.ggml.unknown_token_id": u32(0),
+        "llama.embedding_length": HIDDEN,
+        "llama.block_count": LAYERS,
+        "llama.feed_forward_length": FFN,
+        "llama.attention.head_count": HEADS,
+        "llama.attention.head_count_kv": KV_HEADS,
+        "llama.rope.dimension_count": HIDDEN // HEADS,
+        "llama.attention.layer_norm_rms_epsilon": 1e-5,
+        "llama.rope.freq_base": 10000.0,
+        "llama.context_length": 512,
+        "llama.vocab_size": len(tokens),
+        **tokenizer_metadata(tokens, "smollm"),
+        "tokenizer.ggml.bos_token_id": 1,
+        "tokenizer.ggml.eos_token_id": 2,
+        "tokenizer.ggml.padding_token_id": 2,
+        "tokenizer.ggml.unknown_token_id": 0,
         "tokenizer.chat_template": CHAT_TEMPLATE,
     }
-    mx.save_gguf(str(path), {k: mx.array(v) for k, v in tensors.items()}, metadata)
+    write_gguf(path, "llama", metadata, tensors)
     return weights
+
+
+def tokenizer_metadata(tokens: list[str], pre: str) -> dict:
+    """The byte-level BPE vocabulary's keys: the tokens, the merges, and the special tokens marked as control."""
+    return {
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": pre,
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.merges": MERGES,
+        "tokenizer.ggml.token_type": [3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS)),
+    }

@@ -12,14 +12,10 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from slearn_mlx.adapters import ADAPTER_CONFIG, ADAPTER_FILE
 from slearn_mlx.common import file_hash
-from slearn_mlx.runs import ANCHORS_FILE, TRAIN_FILE, VALID_FILE, atomic_file
-
-if TYPE_CHECKING:
-    from slearn_mlx.train import TrainConfig
+from slearn_mlx.runs import ADAPTER_CONFIG, ADAPTER_FILE, ANCHORS_FILE, TRAIN_FILE, VALID_FILE, atomic_file
+from slearn_mlx.training.config import TrainConfig
 
 
 def training_key(config: TrainConfig, train_dir: Path) -> str:

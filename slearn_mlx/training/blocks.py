@@ -1,4 +1,9 @@
-"""The frozen blocks' work, done once per pair instead of once per epoch.
+"""What training changes about how the transformer blocks run: gradient checkpointing, and the frozen blocks' work
+done once per pair instead of once per epoch. Both replace the block class's `__call__` for one model's blocks, and
+`block_call` puts it back whatever happens.
+
+Gradient checkpointing (`checkpointed`) recomputes each block's activations in the backward pass instead of keeping
+them, as `mlx_lm.lora --grad-checkpoint` does.
 
 Training changes only the top `num_layers` blocks (their LoRA layers, or their weights). The blocks below
 never change, so what they compute for a pair is the same in every epoch. `FrozenStart` runs them once over
@@ -18,7 +23,38 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-# The kept states stay under this many bytes; a larger training set trains without them.
+
+@contextmanager
+def block_call(model, make_call: Callable[[Callable], Callable]) -> Iterator[None]:
+    """Inside, the class of `model`'s blocks runs `make_call(plain)` as its `__call__` (`plain`: the one it had);
+    after, the one it had, also when an exception ends the block."""
+    block = type(model.layers[0])
+    plain = block.__call__
+    block.__call__ = make_call(plain)
+    try:
+        yield
+    finally:
+        block.__call__ = plain
+
+
+def checkpointed(model):
+    """Gradient checkpointing on `model`'s blocks, for the length of a `with` block."""
+    import mlx.core as mx
+
+    def make_call(plain):
+        def call(layer, *args, **kwargs):
+            def inner(params, *args, **kwargs):
+                layer.update(params)
+                return plain(layer, *args, **kwargs)
+
+            return mx.checkpoint(inner)(layer.trainable_parameters(), *args, **kwargs)
+
+        return call
+
+    return block_call(model, make_call)
+
+
+# The kept states stay under this many bytes by default; a larger training set trains without them.
 MAX_BYTES = 2 * 2**30
 # Pairs per forward pass while the states are computed: in a fixed order (by length), so a resumed run
 # computes exactly the same states.
@@ -33,9 +69,11 @@ class FrozenStart:
         self._hidden = None
 
     @classmethod
-    def compute(cls, model, dataset, first: int, max_seq_length: int) -> "FrozenStart | None":
+    def compute(
+        cls, model, dataset, first: int, max_seq_length: int, max_bytes: int = MAX_BYTES
+    ) -> "FrozenStart | None":
         """Run blocks [0, first) over every pair of `dataset` (tokens cut to max_seq_length); None when there are
-        no frozen blocks, the states would not fit in MAX_BYTES, or the model's blocks are not all of one class."""
+        no frozen blocks, the states would not fit in `max_bytes`, or the model's blocks are not all of one class."""
         import mlx.core as mx
 
         layers = model.layers
@@ -43,13 +81,12 @@ class FrozenStart:
             return None
         lengths = [min(len(dataset[i][0]), max_seq_length) for i in range(len(dataset))]
         width = getattr(getattr(model, "args", None), "hidden_size", None)
-        if width is None or not hasattr(model, "model") or sum(lengths) * width * 4 > MAX_BYTES:
+        if width is None or not hasattr(model, "model") or sum(lengths) * width * 4 > max_bytes:
             return None
         start = cls(model, first, [None] * len(dataset))
         order = sorted(range(len(dataset)), key=lambda i: (lengths[i], i))
         recorded: list = []
-        restore = start._install(recorded)
-        try:
+        with block_call(model, start._switch(recorded)):
             for k in range(0, len(order), BATCH):
                 group = order[k : k + BATCH]
                 n = max(lengths[i] for i in group)
@@ -61,8 +98,6 @@ class FrozenStart:
                 for row, i in enumerate(group):
                     start.states[i] = hidden[row, : lengths[i]]
                 mx.eval([start.states[i] for i in group])  # each its own copy: the batch's array goes
-        finally:
-            restore()
         return start
 
     def batch_states(self, indices: list[int], width: int):
@@ -86,36 +121,31 @@ class FrozenStart:
         finally:
             self._hidden = None
 
-    def install(self) -> Callable[[], None]:
-        """Put the switch on the block class for the length of a training run; returns what takes it off."""
-        return self._install(None)
+    def installed(self):
+        """The switch on the block class, for the length of a `with` block (a training run)."""
+        return block_call(self.model, self._switch(None))
 
-    def _install(self, recorded: list | None) -> Callable[[], None]:
-        """The switch. With `recorded`, the states are being computed: blocks below `first` run, the input of
-        block `first` is appended to `recorded`, and the blocks from `first` on are skipped."""
-        layers = self.model.layers
-        block = type(layers[0])
-        plain = block.__call__
-        ids = {id(layer): k for k, layer in enumerate(layers)}
+    def _switch(self, recorded: list | None) -> Callable[[Callable], Callable]:
+        """The block call that switches. With `recorded`, the states are being computed: blocks below `first` run,
+        the input of block `first` is appended to `recorded`, and the blocks from `first` on are skipped."""
+        ids = {id(layer): k for k, layer in enumerate(self.model.layers)}
         first = self.first
 
-        def call(layer, x, *args, **kwargs):
-            k = ids.get(id(layer))
-            if k is None:  # another model's block
-                return plain(layer, x, *args, **kwargs)
-            if recorded is not None:
-                if k == first:
-                    recorded.append(x)
-                return plain(layer, x, *args, **kwargs) if k < first else x
-            if self._hidden is None:  # not training: the whole model runs
-                return plain(layer, x, *args, **kwargs)
-            if k < first:
-                return x
-            return plain(layer, self._hidden if k == first else x, *args, **kwargs)
+        def make_call(plain):
+            def call(layer, x, *args, **kwargs):
+                k = ids.get(id(layer))
+                if k is None:  # another model's block
+                    return plain(layer, x, *args, **kwargs)
+                if recorded is not None:
+                    if k == first:
+                        recorded.append(x)
+                    return plain(layer, x, *args, **kwargs) if k < first else x
+                if self._hidden is None:  # not training: the whole model runs
+                    return plain(layer, x, *args, **kwargs)
+                if k < first:
+                    return x
+                return plain(layer, self._hidden if k == first else x, *args, **kwargs)
 
-        block.__call__ = call
+            return call
 
-        def restore() -> None:
-            block.__call__ = plain
-
-        return restore
+        return make_call

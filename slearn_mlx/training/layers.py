@@ -1,14 +1,12 @@
-"""What training changes, and in which format it is saved: LoRA, DoRA or full fine-tuning.
+"""What training changes: LoRA, DoRA or full fine-tuning, put on a model and taken off again.
 
 - `lora` and `dora` put mlx-lm's LoRALinear / DoRALinear on the chosen linear
   modules (`lora_modules`; every linear layer by default, as `mlx_lm.lora`) of
   the top `num_layers` blocks; only their small matrices train.
-- `full` unfreezes every weight of the top `num_layers` blocks.
+- `full` unfreezes every weight of the top `num_layers` blocks; `BaseWeights` keeps what it changes, to put back.
 
-Whatever trained is saved as mlx-lm saves it: `adapter_config.json` (the keys
-`mlx_lm.load`, `mlx_lm.generate --adapter-path` and `mlx_lm.fuse` read) and
-`adapters.safetensors` (the trained parameters). The optimizer and its
-learning-rate schedule are built here too, with the names `mlx_lm.lora` uses.
+Whatever trained is saved as mlx-lm saves it (checkpoint.py), so `adapters_on` applies it with mlx-lm's own
+`load_adapters`.
 """
 
 from __future__ import annotations
@@ -20,12 +18,8 @@ from pathlib import Path
 from typing import Iterator
 
 from slearn_mlx.errors import ConfigError
-
-ADAPTER_FILE = "adapters.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
-FINE_TUNE_TYPES = ("lora", "dora", "full")
-OPTIMIZERS = ("adam", "adamw")
-SCHEDULES = ("constant", "cosine", "linear")
+from slearn_mlx.runs import ADAPTER_CONFIG, ADAPTER_FILE
+from slearn_mlx.training.config import TrainConfig
 
 
 def block_linear_names(model) -> list[str]:
@@ -57,7 +51,7 @@ def resolve_modules(model, modules: str | None) -> list[str] | None:
     return keys
 
 
-def add_trainable_layers(model, config) -> tuple[int, dict | None]:
+def add_trainable_layers(model, config: TrainConfig) -> tuple[int, dict | None]:
     """Freeze the model and make its top `config.num_layers` blocks trainable as `config.fine_tune_type` says.
 
     Returns the block count used and adapter_config.json's `lora_parameters`, as mlx-lm writes them (None for
@@ -139,31 +133,3 @@ def adapters_on(model, adapter_dir: Path) -> Iterator[None]:
         remove_adapters(model)
         if base is not None:
             base.restore(model)
-
-
-def schedule_config(config, n_updates: int) -> dict | None:
-    """The learning-rate schedule as mlx-lm's `lr_schedule` config (what `mlx_lm.lora` reads and its
-    `build_schedule` builds): `warmup` updates rising from 0, then constant, or cosine or linear decay to 0 over
-    the remaining updates. None for a constant rate without warm-up."""
-    if config.lr_schedule == "constant" and not config.warmup:
-        return None
-    # mlx-lm switches from the warm-up to the decay after update `warmup`, so the decay has the rest but one.
-    rate, steps = config.learning_rate, max(n_updates - config.warmup - 1, 1)
-    name, arguments = {
-        "constant": ("linear_schedule", [rate, rate, 1]),
-        "cosine": ("cosine_decay", [rate, steps, 0.0]),
-        "linear": ("linear_schedule", [rate, 0.0, steps]),
-    }[config.lr_schedule]
-    return {"name": name, "arguments": arguments, "warmup": config.warmup, "warmup_init": 0.0}
-
-
-def build_optimizer(config, n_updates: int):
-    """The optimizer `config` names, with its learning-rate schedule over `n_updates` optimizer updates."""
-    import mlx.optimizers as optim
-    from mlx_lm.tuner.utils import build_schedule
-
-    schedule = schedule_config(config, n_updates)
-    rate = build_schedule(schedule) if schedule else config.learning_rate
-    if config.optimizer == "adamw":
-        return optim.AdamW(learning_rate=rate, weight_decay=config.weight_decay)
-    return optim.Adam(learning_rate=rate)

@@ -1,4 +1,4 @@
-"""Keeping what the model knew while it learns the new: a KL term on anchor pairs.
+"""The KL term that holds anchor pairs where the base model had them, while the model learns the new.
 
 Anchors are training items the model already knows and that are not trained on
 (`train/anchors.jsonl`, written by `select --anchors`). Before the first step,
@@ -23,6 +23,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from slearn_mlx.training.batches import make_batch
+from slearn_mlx.training.loss import answer_logits
+
 TOP_K = 32  # tokens of the base distribution kept per position; the rest is one bucket
 
 
@@ -37,8 +40,6 @@ class AnchorTargets:
     def read(cls, model, dataset, max_seq_length: int, skips: list[int] | None = None, batch_size: int = 8):
         """Run `model` (the base: LoRA still at zero) over every anchor once."""
         import mlx.core as mx
-
-        from slearn_mlx.train import answer_logits, make_batch
 
         ids: list = [None] * len(dataset)
         logprobs: list = [None] * len(dataset)
@@ -84,8 +85,6 @@ def mixed_batch(train_set, indices: list[int], anchor_set, targets: AnchorTarget
                 max_seq_length: int) -> MixedBatch:  # fmt: skip
     import mlx.core as mx
 
-    from slearn_mlx.train import make_batch
-
     n = len(train_set)
     batch = make_batch(_Joined(train_set, anchor_set), indices + [n + a for a in anchors], max_seq_length)
     rows, window = batch.positions.shape
@@ -130,8 +129,6 @@ def mixed_loss(model, tokens, bounds, positions, ce_scored, kl_scored, ids, base
     word) from one forward pass over the mixed batch."""
     import mlx.core as mx
     import mlx.nn as nn
-
-    from slearn_mlx.train import answer_logits
 
     logits = answer_logits(model, tokens, positions).astype(mx.float32)
     targets = mx.take_along_axis(tokens, positions + 1, axis=1)
