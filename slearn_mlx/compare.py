@@ -52,9 +52,10 @@ DEFAULT_STRATEGIES = ("all", "paper", "wrong+probe+rehearse1")
 # Parts of a strategy's name after its first word, in the order names are written.
 _SELECT_PARTS = {"uncertain": "uncertain", "replay": "replay", "max": "max_items", "rehearse": "rehearse",
                  "anchors": "anchors"}  # fmt: skip
-_TRAIN_PARTS = {"kl": "kl", "epochs": "epochs", "lr": "learning_rate", "rank": "rank", "layers": "num_layers"}
-_FLAGS = {"own": "own", "rephrase": "rephrase"}
-_TRAIN_FLAGS = {"skip": "skip_learned"}
+_TRAIN_PARTS = {"kl": "kl", "epochs": "epochs", "lr": "learning_rate", "rank": "rank", "layers": "num_layers",
+                "loraplus": "lora_plus"}  # fmt: skip
+_FLAGS = {"own": "own", "rephrase": "rephrase", "split": "valid_split"}
+_TRAIN_FLAGS = {"skip": "skip_learned", "late": "rehearse_last"}
 _PART = re.compile(r"^([a-z]+?)(\d+(?:\.\d*)?(?:e-?\d+)?)?$")
 # Files a strategy's run directory starts from: the base model's work, done once.
 SHARED = ("config", "fingerprint", "items", "answers", "grades", "probe", "calibration", "calibration_answers")
@@ -83,8 +84,8 @@ class Strategy:
 
 def parse_strategy(text: str, base: SelectConfig = SelectConfig()) -> Strategy:
     """'all', 'wrong' or 'budgetF', joined with '+' to parts: probe; uncertainF, replayF, own, rephrase, maxN,
-    rehearseF, anchorsF, bare (selection); klW, epochsN, lrX, rankN, layersN, skip (training). E.g. 'wrong+replay0.2+own',
-    'budget0.6+probe+anchors1+kl1'."""
+    rehearseF, anchorsF, bare, split (selection); klW, epochsN, lrX, rankN, layersN, loraplusR, skip, late
+    (training). E.g. 'wrong+replay0.2+own', 'budget0.6+probe+anchors1+kl1'."""
     text = text.strip()
     if text == "paper":  # SLearnLLM as published: the wrongly answered pairs alone, their references bare
         text = "wrong+bare"
@@ -123,7 +124,7 @@ def parse_strategy(text: str, base: SelectConfig = SelectConfig()) -> Strategy:
         else:
             raise ConfigError(
                 f"unknown part {part!r} in strategy {text!r}: use probe, replayN, own, rephrase, uncertainN, maxN, "
-                "rehearseN, anchorsN, bare, klN, epochsN, lrN, rankN, layersN or skip"
+                "rehearseN, anchorsN, bare, split, klN, epochsN, lrN, rankN, layersN, loraplusN, skip or late"
             )
     if settings["all"] and (probe or any(settings[k] != v for k, v in reset.items() if k != "all")):
         raise ConfigError(f"strategy {text!r}: `all` trains on every pair; only bare and training parts go with it")

@@ -90,6 +90,7 @@ class SelectConfig:
         parts += [f"rehearse{self.rehearse:g}"] if self.rehearse else []
         parts += [f"anchors{self.anchors:g}"] if self.anchors else []
         parts += ["bare"] if not self.lead else []
+        parts += ["split"] if self.valid_split else []
         return "+".join(parts)
 
 

@@ -234,6 +234,9 @@ def test_rehearsed_pairs_are_trained_in_one_epoch_spread_over_the_epochs(tmp_pat
         )
     per_epoch = [sum(e in chosen for row, chosen in zip(rows, epochs) if row["id"] in once) for e in (1, 2, 3)]
     assert per_epoch == [3, 3, 3]  # nine rehearsed pairs, three per epoch
+    # Placed late instead (train.rehearse_last): every rehearsed pair in the last epoch, the rest in all three.
+    late = pair_epochs(rows, 3, seed=0, last=True)
+    assert all(chosen == ({3} if row["id"] in once else {1, 2, 3}) for row, chosen in zip(rows, late))
 
 
 def test_the_default_trains_what_the_probe_finds_unknown_fully_and_rehearses_the_rest_once(tmp_path):

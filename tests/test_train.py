@@ -11,7 +11,7 @@ from dataclasses import replace
 import mlx.core as mx
 import numpy as np
 import pytest
-from mlx.utils import tree_map
+from mlx.utils import tree_flatten, tree_map
 from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
 
 from slearn_mlx.models.load import load_model
@@ -244,6 +244,21 @@ def test_the_best_epoch_is_kept_and_patience_stops_training(tiny_model, tmp_path
     fresh, _ = load_model(tiny_model, adapter_path=tmp_path / "a")
     valid = CacheDataset(ChatDataset(rows, tokenizer, mask_prompt=True))
     assert mean_loss(fresh, valid, 4, 1024) == pytest.approx(val[best], rel=1e-5)
+
+
+def test_copied_validation_pairs_never_choose_the_epoch_kept(tiny_model, tmp_path):
+    """valid.jsonl copied from train.jsonl (select's default): its loss is watched, the last epoch is kept and
+    patience does not stop training, whatever that loss does."""
+    write_train_dir(tmp_path / "train", 8)  # valid.jsonl: the first training pair
+    config = TrainConfig(epochs=5, batch_size=4, learning_rate=3e-2, rank=4, num_layers=2, patience=1)
+    model, tokenizer = load_model(tiny_model)
+    summary = train_adapters(model, tokenizer, tmp_path / "train", tmp_path / "a", config, progress=False)
+    losses = [json.loads(line) for line in (tmp_path / "train/losses.jsonl").read_text().splitlines()]
+    assert len(losses) == 5 and summary.best_epoch is None and summary.val_loss == losses[-1]["val_loss"]
+    assert "kept" not in str(summary)
+    kept = _adapters(tmp_path / "a")
+    assert all(np.array_equal(np.array(v), np.array(dict(tree_flatten(model.trainable_parameters()))[k]))
+               for k, v in kept.items())  # fmt: skip
 
 
 def write_anchors(path, n: int):
@@ -552,3 +567,31 @@ def test_training_ended_early_leaves_the_model_and_its_block_class_as_they_came(
     assert type(model.layers[0]).__call__ is block and not model.training
     after = dict(tree_flatten(model.parameters()))
     assert moved == [True] and all(np.array_equal(base[k], np.array(after[k])) for k in base)
+
+
+def test_lora_plus_moves_the_b_matrices_that_many_times_faster_and_resumes_exactly(tiny_model, tmp_path):
+    """Adam's first update moves each weight by about its learning rate: with LoRA+ at 16, B (zero at the start)
+    moves 16 times as far as with plain LoRA. Both optimizers' states come back from a checkpoint."""
+    moved = {}
+    for ratio in (1.0, 16.0):
+        write_train_dir(tmp_path / str(ratio) / "train", 4)
+        model, tokenizer = load_model(tiny_model)
+        config = TrainConfig(epochs=1, batch_size=4, learning_rate=1e-3, rank=4, num_layers=2, lora_plus=ratio)
+        train_adapters(model, tokenizer, tmp_path / str(ratio) / "train", tmp_path / str(ratio) / "a", config,
+                       progress=False)  # fmt: skip
+        weights = _adapters(tmp_path / str(ratio) / "a")
+        moved[ratio] = np.mean([np.abs(np.array(v)).mean() for k, v in weights.items() if k.endswith("lora_b")])
+    assert moved[16.0] / moved[1.0] == pytest.approx(16.0, rel=0.05)
+    config = TrainConfig(epochs=2, batch_size=2, learning_rate=1e-3, rank=4, num_layers=2, lora_plus=8.0,
+                         checkpoint_every=1)  # fmt: skip
+    for run in ("whole", "cut"):
+        write_train_dir(tmp_path / run / "train", 6)
+    model, tokenizer = load_model(tiny_model)
+    train_adapters(model, tokenizer, tmp_path / "whole/train", tmp_path / "whole/a", config, progress=False)
+    for steps in (2, None):
+        model, tokenizer = load_model(tiny_model)
+        train_adapters(model, tokenizer, tmp_path / "cut/train", tmp_path / "cut/a", config, progress=False,
+                       hooks=TrainHooks(before_step=stop_after(steps)))  # fmt: skip
+    expected, got = _adapters(tmp_path / "whole/a"), _adapters(tmp_path / "cut/a")
+    assert all(mx.array_equal(expected[k], got[k]).item() for k in expected)
+    assert json.loads((tmp_path / "cut/a/adapter_config.json").read_text())["lora_plus"] == 8.0

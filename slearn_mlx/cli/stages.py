@@ -224,8 +224,8 @@ def run(out, config_file, force, quiet, calibrate, calibrate_sample, labels, met
     "strategies",
     multiple=True,
     help="A strategy to compare (repeatable): all, wrong, budgetF or paper (wrong+bare), joined with + to parts: "
-    "probe; replayF, own, rephrase, uncertainF, maxN, rehearseF, anchorsF, bare; klW, epochsN, lrX, rankN, "
-    "layersN, skip [all, paper, wrong+probe+rehearse1].",
+    "probe; replayF, own, rephrase, uncertainF, maxN, rehearseF, anchorsF, bare, split; klW, epochsN, lrX, rankN, "
+    "layersN, loraplusR, skip, late [all, paper, wrong+probe+rehearse1].",
 )
 @click.option(
     "--seeds", type=click.IntRange(min=1), default=1, show_default=True,

@@ -32,15 +32,16 @@ def chat_dataset(rows: list[dict], tokenizer):
     return CacheDataset(ChatDataset(rows, tokenizer, mask_prompt=True))
 
 
-def pair_epochs(rows: list[dict], epochs: int, seed: int) -> list[set[int]]:
+def pair_epochs(rows: list[dict], epochs: int, seed: int, last: bool = False) -> list[set[int]]:
     """The epochs each pair trains in: all of them, or, for a row that says `"epochs": k` (select --rehearse),
-    k consecutive ones, the rows spread evenly over the epochs in a seeded order."""
+    k consecutive ones: the last k with `last`, else the rows spread evenly over the epochs in a seeded order."""
     every = set(range(1, epochs + 1))
     fewer = [i for i, row in enumerate(rows) if _epochs_field(row, epochs) < epochs]
     out = [every for _ in rows]
     for rank, i in enumerate(np.random.default_rng([seed, 104729]).permutation(fewer) if fewer else []):
         k = _epochs_field(rows[i], epochs)
-        out[i] = {(rank + j) % epochs + 1 for j in range(k)}
+        start = epochs - k if last else rank
+        out[i] = {(start + j) % epochs + 1 for j in range(k)}
     return out
 
 

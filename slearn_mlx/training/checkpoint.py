@@ -51,6 +51,7 @@ def adapter_config(
         "learning_rate": config.learning_rate,
         "lr_schedule": schedule,
         "optimizer": config.optimizer,
+        "lora_plus": config.lora_plus,
         "optimizer_config": {"adamw": {"weight_decay": config.weight_decay}} if config.optimizer == "adamw" else {},
         "grad_accumulation_steps": config.grad_accumulation,
         "grad_checkpoint": config.grad_checkpoint,

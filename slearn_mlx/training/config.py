@@ -30,6 +30,9 @@ class TrainConfig:
     )
     scale: float = option(20.0, "LoRA scale (mlx-lm's name for alpha / rank).")
     dropout: float = option(0.0, "LoRA dropout.")
+    lora_plus: float = option(
+        1.0, "LoRA+: the learning rate of LoRA's B matrices as a multiple of A's (arXiv 2402.12354); 1: plain LoRA."
+    )
     optimizer: str = option("adam", "adam or adamw.", choices=OPTIMIZERS)
     weight_decay: float = option(0.01, "AdamW's decoupled weight decay.")
     lr_schedule: str = option(
@@ -38,6 +41,9 @@ class TrainConfig:
     warmup: int = option(0, "Optimizer updates over which the learning rate rises from 0.")
     grad_accumulation: int = option(1, "Batches whose gradients are summed into one optimizer update.")
     grad_checkpoint: bool = option(False, "Recompute activations in the backward pass: less memory, slower.")
+    rehearse_last: bool = option(
+        False, "Pairs trained in fewer epochs than the rest (select --rehearse) train in the last ones, not spread."
+    )
     skip_learned: bool = option(
         False, "After the first epoch, leave out the pairs the model already writes word for word."
     )
@@ -45,7 +51,10 @@ class TrainConfig:
         1024, "Tokens per training pair; longer pairs are cut. Training's peak memory grows with the longest pair."
     )
     seed: int = option(0, "Batch order, LoRA's initial weights and dropout.", flag=False)
-    patience: int = option(0, "Stop after this many epochs without a lower validation loss; 0: never.")
+    patience: int = option(
+        0, "Stop after this many epochs without a lower loss on held-out validation pairs (select --valid-split); "
+        "0: never.",
+    )  # fmt: skip
     kl: float = option(
         0.0, "Weight of KL(base || adapted) on the anchor pairs (select --anchors): keeps what the model knew."
     )
@@ -76,6 +85,8 @@ class TrainConfig:
             out.append("train.weight_decay must not be negative")
         if self.learning_rate is not None and self.learning_rate <= 0:
             out.append("train.learning_rate must be positive")
+        if self.lora_plus <= 0:
+            out.append("train.lora_plus must be positive")
         if not 0.0 <= self.dropout < 1.0:
             out.append("train.dropout must be in [0, 1)")
         return out
@@ -90,7 +101,7 @@ class TrainSummary:
     n_seq_tokens: int  # every token that went through the model (prompts and answers)
     seconds: float
     train_loss: float | None
-    val_loss: float | None  # of the adapters kept: the best epoch's when there is a validation set
+    val_loss: float | None  # of the adapters kept: the best epoch's on held-out pairs, else the last epoch's
     best_epoch: int | None = None
     resumed_at_step: int = 0  # 0 when training started from scratch
     skipped: str | None = None  # why nothing was trained, or why training stopped before its end
@@ -109,7 +120,8 @@ class TrainSummary:
         if self.skipped:
             return self.skipped
         rate = self.n_seq_tokens / self.seconds if self.seconds else 0.0
-        val = f", valid loss {self.val_loss:.3f} (epoch {self.best_epoch} kept)" if self.val_loss is not None else ""
+        val = f", valid loss {self.val_loss:.3f}" if self.val_loss is not None else ""
+        val += f" (epoch {self.best_epoch} kept)" if self.best_epoch is not None else ""
         resumed = f", resumed at step {self.resumed_at_step}" if self.resumed_at_step else ""
         return (
             f"trained on {self.n_examples} pairs: {self.epochs} epochs, {self.steps} steps{resumed}, "

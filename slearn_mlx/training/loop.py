@@ -18,6 +18,7 @@ in as `TrainHooks` (as mlx-lm's `trainer.train` takes `loss=` and
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from contextlib import ExitStack, contextmanager
@@ -81,6 +82,7 @@ class TrainData:
     rows: list[dict]
     train_set: Any
     valid_set: Any | None  # None without valid.jsonl, or when max_seq_length leaves it nothing to score
+    held_out: bool  # no validation pair is also a training pair: its loss can choose the epoch kept
     anchor_set: Any | None  # read only with a KL weight
     anchor_leads: list[int]  # answer tokens of each anchor's lead, which the KL term leaves free
 
@@ -107,7 +109,9 @@ class TrainData:
         anchor_rows = read_chat_rows(train_dir / ANCHORS_FILE) if config.kl > 0 else []
         anchor_set = chat_dataset(anchor_rows, tokenizer) if anchor_rows else None
         leads = [lead_tokens(tokenizer, row.get("lead", "")) for row in anchor_rows]
-        return cls(rows, train_set, valid_set, anchor_set, leads)
+        trained = {json.dumps(row.get("messages"), sort_keys=True) for row in rows}
+        held_out = not any(json.dumps(row.get("messages"), sort_keys=True) in trained for row in valid_rows)
+        return cls(rows, train_set, valid_set, held_out, anchor_set, leads)
 
     def longest(self, max_seq_length: int) -> int:
         return min(max(len(self.train_set[i][0]) for i in range(len(self.train_set))), max_seq_length)
@@ -160,7 +164,7 @@ class Training:
 
         self.model, self.data, self.hooks = model, data, hooks
         self.clock = time.perf_counter()
-        self.schedule = pair_epochs(data.rows, config.epochs, config.seed)
+        self.schedule = pair_epochs(data.rows, config.epochs, config.seed, config.rehearse_last)
         mx.random.seed(config.seed)  # LoRA's initial weights
         self.num_layers, lora = add_trainable_layers(model, config)
         self.key = training_key(config, train_dir)  # of the settings as given: "auto" stays auto for a resumed run
@@ -355,7 +359,9 @@ class Training:
         state.step += 1
 
     def _end_epoch(self, n_batches: int) -> None:
-        """Validate, keep the best epoch's adapters, log the epoch, and checkpoint."""
+        """Validate, log the epoch, and checkpoint. Only a held-out validation set (select --valid-split) chooses
+        the epoch kept and stops early (`patience`): the loss on pairs that also train falls with the training loss
+        and says nothing of what the model learned, so with copied pairs the last epoch is kept."""
         from mlx.utils import tree_flatten
 
         state, config = self.state, self.config
@@ -365,6 +371,7 @@ class Training:
             self.model.eval()
             val_loss = mean_loss(self.model, self.data.valid_set, self.batch_size, config.max_seq_length)
             self.model.train()
+        if val_loss is not None and self.data.held_out:
             if state.best_val is None or val_loss < state.best_val:
                 state.best_val, state.best_epoch, state.stale_epochs = val_loss, state.epoch, 0
                 self.best = dict(tree_flatten(self.model.trainable_parameters()))
@@ -409,7 +416,7 @@ class Training:
             n_seq_tokens=state.n_seq_tokens,
             seconds=state.seconds + time.perf_counter() - self.clock,
             train_loss=state.history[-1]["train_loss"],
-            val_loss=state.best_val,
+            val_loss=state.best_val if self.data.held_out else state.history[-1]["val_loss"],
             best_epoch=state.best_epoch,
             resumed_at_step=self.resumed_at,
             longest=self.data.longest(self.config.max_seq_length),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from slearn_mlx.training.config import TrainConfig
 
 # The widest model the rate stays at its most, and the floor (mlx-lm's own default rate).
@@ -34,12 +36,25 @@ def schedule_config(config: TrainConfig, n_updates: int) -> dict | None:
 
 
 def build_optimizer(config: TrainConfig, n_updates: int):
-    """The optimizer `config` names, with its learning-rate schedule over `n_updates` optimizer updates."""
+    """The optimizer `config` names, with its learning-rate schedule over `n_updates` optimizer updates. With LoRA+
+    (`lora_plus` other than 1) LoRA's B matrices get their own, at `lora_plus` times the rate of the rest."""
+    import mlx.optimizers as optim
+
+    if config.lora_plus == 1 or config.fine_tune_type == "full":
+        return _one_optimizer(config, n_updates, 1.0)
+    b_matrices = lambda path, _: path.endswith("lora_b")  # noqa: E731
+    return optim.MultiOptimizer(
+        [_one_optimizer(config, n_updates, config.lora_plus), _one_optimizer(config, n_updates, 1.0)], [b_matrices]
+    )
+
+
+def _one_optimizer(config: TrainConfig, n_updates: int, factor: float):
     import mlx.optimizers as optim
     from mlx_lm.tuner.utils import build_schedule
 
-    schedule = schedule_config(config, n_updates)
-    rate = build_schedule(schedule) if schedule else config.learning_rate
+    scaled = replace(config, learning_rate=config.learning_rate * factor)
+    schedule = schedule_config(scaled, n_updates)
+    rate = build_schedule(schedule) if schedule else scaled.learning_rate
     if config.optimizer == "adamw":
         return optim.AdamW(learning_rate=rate, weight_decay=config.weight_decay)
     return optim.Adam(learning_rate=rate)
