@@ -33,14 +33,15 @@ from slearn_mlx.errors import ConfigError, NotDone
 from slearn_mlx.judge import JUDGE_MODES, Judge
 from slearn_mlx.options import option
 from slearn_mlx.progress import progress_bar
-from slearn_mlx.prompts import PROBE_LEAD
+from slearn_mlx.prompts import PROBE_FRAMES, PROBE_LEAD
 from slearn_mlx.records import Answer, Grade, QAItem
 from slearn_mlx.runs import RecordWriter, pending_batches, read_records, write_jsonl_atomic
 
 GRADERS = ("judge", "exact", "contains", "f1", "option", "auto", "hybrid", "probe")
 DETERMINISTIC = ("exact", "contains", "f1", "option")
 ANSWER_GRADERS = ("auto",) + DETERMINISTIC + ("judge", "hybrid")  # answers' grader when the probe grades items
-DEFAULT_THRESHOLDS = {"probe": 0.05}  # P(reference); every other scored grader: 0.5
+# The probe's P(reference) needed to call an item known, per frame; every other scored grader's: 0.5.
+PROBE_THRESHOLDS = {"fewshot": 0.5, "chat": 0.05}
 
 
 @dataclass
@@ -66,9 +67,15 @@ class GradeConfig:
     )
     threshold: float | None = option(
         None, "Score needed to count as correct; --calibrate fits it.",
-        shown="0.5 for the judge's P(correct), 0.05 for the probe's P(reference)",
+        shown="0.5 for the judge's P(correct) and the probe's P(reference) in the few-shot frame, 0.05 in the chat "
+        "frame",
     )  # fmt: skip
-    probe_lead: str = option(PROBE_LEAD, "What the probe puts before a free-text reference in the answer.")
+    probe_frame: str = option(
+        "fewshot", "How the probe asks: fewshot (a few other items of the set as questions and answers, then the "
+        "item's question and reference) or chat (the chat template, then --probe-lead and the reference).",
+        choices=PROBE_FRAMES,
+    )  # fmt: skip
+    probe_lead: str = option(PROBE_LEAD, "In the chat frame, what the probe puts before a free-text reference.")
     answer_grader: str = option(
         "auto", "With --grader probe, how generated answers (evaluation, calibration) are graded; auto: option for "
         "multiple choice, contains otherwise.", choices=ANSWER_GRADERS,
@@ -89,6 +96,8 @@ class GradeConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 out.append(f"grade.{name} must be between 0 and 1")
+        if self.probe_frame not in PROBE_FRAMES:
+            out.append(f"grade.probe_frame must be one of {', '.join(PROBE_FRAMES)}, not {self.probe_frame!r}")
         if self.answer_grader not in ANSWER_GRADERS:
             out.append(f"grade.answer_grader must be one of {', '.join(ANSWER_GRADERS)}, not {self.answer_grader!r}")
         for name in ("batch_size", "cot_max_tokens"):
@@ -107,7 +116,9 @@ class GradeConfig:
     @property
     def cut(self) -> float:
         """The threshold in force: the configured one, else the grader's default."""
-        return self.threshold if self.threshold is not None else DEFAULT_THRESHOLDS.get(self.grader, 0.5)
+        if self.threshold is not None:
+            return self.threshold
+        return PROBE_THRESHOLDS[self.probe_frame] if self.grader == "probe" else 0.5
 
     @property
     def for_answers(self) -> "GradeConfig":

@@ -43,7 +43,7 @@ from slearn_mlx.grade import (
 )
 from slearn_mlx.judge import Judge
 from slearn_mlx.models.load import load_model, resolve_model
-from slearn_mlx.probe import PROBE_GRADER, Knowledge, ProbeSummary, probe_grade, probe_items, probe_summary
+from slearn_mlx.probe import PROBE_GRADER, Frame, Knowledge, ProbeSummary, probe_grade, probe_items, probe_summary
 from slearn_mlx.records import Answer, Grade, QAItem
 from slearn_mlx.runs import (
     STAGES,
@@ -208,8 +208,9 @@ def stage_probe(run: RunDir, config: RunConfig, models: SharedModel, *, progress
     model, tokenizer = models.get() if any(item.id not in done for item in items) else (None, None)
     _begin(run, config, "grade")
     save_items(run, items)
+    frame = Frame.for_items(config.grade.probe_frame, items, config.grade.probe_lead)
     n_new = probe_items(
-        model, tokenizer, items, run.probe, lead=config.grade.probe_lead, answer_config=config.answer,
+        model, tokenizer, items, run.probe, frame=frame, answer_config=config.answer,
         batch_size=config.grade.batch_size, progress=progress,
     )  # fmt: skip
     knowledge = read_records(run.probe, Knowledge)

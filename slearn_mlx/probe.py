@@ -4,13 +4,17 @@ Answering every question and grading the answers costs a generation per item
 before a single training step. The probe reads instead, in one teacher-forced
 forward pass per item, how likely the model is to say the reference itself:
 
-- free-text items: the prompt as the model is asked, then a short lead
-  (`PROBE_LEAD`, "The correct answer is") and the reference. The lead matters:
-  a model that answers in sentences gives a bare reference little probability
-  as its first token however well it knows it; after the lead the reference is
-  what comes next (BENCHMARKS.md measures the leads tried);
+- free-text items, in the few-shot frame (the default): a few other items of the
+  set as questions and answers ("Q: ...\nA: ..."), then the item's question and
+  its reference, no chat template. The shots show the answer's form, so the
+  reference's probability says whether the model knows it, not whether it would
+  word its answer so; a reference of one sentence or several reads the same way.
+  It predicts what the model answers when asked in other words better than the
+  chat frame and better than one answer does (BENCHMARKS.md, "The knowledge test");
+- free-text items, in the chat frame: the prompt as the model is asked, a short
+  lead (`PROBE_LEAD`, "The correct answer is") and the reference;
 - multiple-choice items: the probability of the correct option's letter as the
-  first token of the answer, against the other options' letters.
+  first token of the answer in the chat frame, against the other options' letters.
 
 Per item it records P(reference), its log summed and its least likely token,
 and whether greedy decoding would reproduce the reference (`probe.jsonl`). The
@@ -31,10 +35,12 @@ from slearn_mlx.answer import AnswerConfig, encode_chat, question_text, shared_p
 from slearn_mlx.judge import Prefix
 from slearn_mlx.models.heads import logits_at
 from slearn_mlx.progress import progress_bar
+from slearn_mlx.prompts import FEWSHOT_LEAD, FEWSHOT_QUESTION, FEWSHOT_SHOT, PROBE_LEAD
 from slearn_mlx.records import Grade, QAItem, Record
 from slearn_mlx.runs import RecordWriter, pending_batches, read_records
 
 PROBE_GRADER = "probe"
+N_SHOTS = 3  # other items shown in the few-shot frame
 
 
 @dataclass(frozen=True)
@@ -75,19 +81,54 @@ class ProbeRow:
     choices: list[int] | None = None
 
 
-def probe_row(tokenizer, item: QAItem, lead: str, answer_config: AnswerConfig = AnswerConfig()) -> ProbeRow:
-    """The tokens the probe reads for `item`: its prompt as the answer stage asks it, then the lead and the reference
-    (free text), or the correct option's letter (multiple choice)."""
-    return probe_rows(tokenizer, item, lead, answer_config)[0]
+@dataclass(frozen=True)
+class Frame:
+    """How the probe asks a free-text item: the few-shot frame, with `shots` (and a `spare` that stands in for a
+    shot when the shot is the item itself), or the chat frame after `lead`."""
+
+    name: str = "fewshot"
+    lead: str = PROBE_LEAD
+    shots: tuple[QAItem, ...] = ()
+    spare: QAItem | None = None
+
+    @classmethod
+    def for_items(cls, name: str, items: list[QAItem], lead: str = PROBE_LEAD, seed: int = 0) -> "Frame":
+        """The frame `name` for probing `items`: in the few-shot frame, N_SHOTS of them (free text, a seeded draw)
+        are the shots."""
+        if name == "chat":
+            return cls("chat", lead)
+        free = [item for item in items if item.reference_letter is None]
+        drawn = [free[i] for i in np.random.default_rng(seed).permutation(len(free))[: N_SHOTS + 1]]
+        return cls(name, lead, tuple(drawn[:N_SHOTS]), drawn[N_SHOTS] if len(drawn) > N_SHOTS else None)
+
+    def prompt(self, item: QAItem) -> str:
+        """The few-shot frame's text before the reference: the shots (none of them the item), then its question."""
+        shots = [shot for shot in self.shots if shot.id != item.id]
+        if len(shots) < len(self.shots) and self.spare is not None:
+            shots.append(self.spare)
+        text = "".join(FEWSHOT_SHOT.format(question=s.question, answer=s.reference_text) for s in shots)
+        return text + FEWSHOT_QUESTION.format(question=item.question)
 
 
-def probe_rows(tokenizer, item: QAItem, lead: str, answer_config: AnswerConfig = AnswerConfig()) -> list[ProbeRow]:
+def probe_row(
+    tokenizer, item: QAItem, frame: Frame = Frame("chat"), answer_config: AnswerConfig = AnswerConfig()
+) -> ProbeRow:
+    """The tokens the probe reads for `item`: in the frame, the reference (free text), or after its prompt as the
+    answer stage asks it, the correct option's letter (multiple choice)."""
+    return probe_rows(tokenizer, item, frame, answer_config)[0]
+
+
+def probe_rows(tokenizer, item: QAItem, frame: Frame, answer_config: AnswerConfig = AnswerConfig()) -> list[ProbeRow]:
     """`probe_row` for the reference and then each alias (free text with aliases); one row otherwise."""
-    prompt = encode_chat(tokenizer, question_text(item, answer_config))
     letter = item.reference_letter
     if letter is not None:
+        prompt = encode_chat(tokenizer, question_text(item, answer_config))
         choices = [_first_token(tokenizer, option) for option in item.options]
         return [ProbeRow(prompt, [_first_token(tokenizer, letter)], choices)]
+    if frame.name == "chat":
+        prompt, lead = encode_chat(tokenizer, question_text(item, answer_config)), frame.lead
+    else:
+        prompt, lead = list(tokenizer.encode(frame.prompt(item))), FEWSHOT_LEAD
     return [ProbeRow(*_split_lead(tokenizer, prompt, lead, reference)) for reference in item.references]
 
 
@@ -154,13 +195,26 @@ def knowledge_of(item: QAItem, row: ProbeRow, read: tuple[np.ndarray, np.ndarray
     )
 
 
+def read_sharing(model, rows: list[ProbeRow], prefix: Prefix | None) -> list:
+    """`read_rows` over `rows`: those that start with `prefix` in one pass that reuses its keys and values, the others
+    in another, whole; in the rows' order."""
+    starts = [prefix is not None and row.context[: len(prefix)] == prefix.tokens for row in rows]
+    out: list = [None] * len(rows)
+    for shared in (True, False):
+        picked = [i for i, flag in enumerate(starts) if flag == shared]
+        if picked:
+            for i, read in zip(picked, read_rows(model, [rows[i] for i in picked], prefix if shared else None)):
+                out[i] = read
+    return out
+
+
 def probe_items(
     model,
     tokenizer,
     items: list[QAItem],
     out_path: Path,
     *,
-    lead: str,
+    frame: Frame,
     answer_config: AnswerConfig = AnswerConfig(),
     batch_size: int = 16,
     progress: bool = True,
@@ -173,15 +227,18 @@ def probe_items(
     n_todo = sum(item.id not in done for item in items)
     if not n_todo:
         return 0
-    rows = {item.id: probe_rows(tokenizer, item, lead, answer_config) for item in items}
-    # The chat template's system turn starts every prompt: its keys and values are computed once.
-    contexts = [row.context for item_rows in rows.values() for row in item_rows]
-    n_shared = shared_prefix(contexts)
-    prefix = Prefix(model, contexts[0][:n_shared]) if n_shared and Prefix.usable(model) else None
+    rows = {item.id: probe_rows(tokenizer, item, frame, answer_config) for item in items}
+    # The few-shot frame's shots (the chat template's system turn) start most prompts: their keys and values are
+    # computed once. The shot items themselves, and multiple-choice items beside free text, start otherwise.
+    shots = {shot.id for shot in frame.shots}
+    common = [row.context for item in items if item.id not in shots for row in rows[item.id]
+              if frame.name == "chat" or item.reference_letter is None]  # fmt: skip
+    n_shared = shared_prefix(common) if common else 0
+    prefix = Prefix(model, common[0][:n_shared]) if n_shared and Prefix.usable(model) else None
     length = lambda item: max(len(row.context) + len(row.target) for row in rows[item.id])  # noqa: E731
 
     def probed(batch: list[QAItem]) -> list[dict]:
-        reads = iter(read_rows(model, [row for item in batch for row in rows[item.id]], prefix))
+        reads = iter(read_sharing(model, [row for item in batch for row in rows[item.id]], prefix))
         # An item with aliases is as well known as its best known answer.
         best = [max((knowledge_of(item, row, next(reads)) for row in rows[item.id]), key=lambda k: k.logprob)
                 for item in batch]  # fmt: skip

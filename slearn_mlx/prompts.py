@@ -12,8 +12,9 @@ Judging (`slearn grade --judge-template FILE`), fields {question}, {reference},
 - SCORE_TEMPLATE: the next token must be one digit, 0-9.
 Each is sent as the user turn of the model's chat template.
 
-Probing (`slearn grade --grader probe`): PROBE_LEAD, written as the start of the
-model's answer before the reference whose probability is read.
+Probing (`slearn grade --grader probe`): in the few-shot frame, FEWSHOT_SHOT for each of a few other items of the
+set, then FEWSHOT_QUESTION and FEWSHOT_LEAD before the reference whose probability is read; in the chat frame,
+PROBE_LEAD, written as the start of the model's answer before the reference.
 
 Rephrasing (`slearn select --rephrase`), fields {question} (as the model was asked)
 and {reference}: REPHRASE_TEMPLATE asks the model to answer again knowing the
@@ -61,6 +62,14 @@ REPHRASE_TEMPLATE = (
 # answers in sentences gives a bare reference little probability as its first word however well it knows it
 # (BENCHMARKS.md, "The knowledge probe").
 PROBE_LEAD = "The correct answer is "
+# The probe's few-shot frame (`--probe-frame fewshot`, the default): a few other items of the set as questions and
+# their answers, then the item's question and its reference, no chat template. The shots show the answer's form,
+# so the reference's probability measures what the model knows rather than how it would phrase it (BENCHMARKS.md,
+# "The knowledge test").
+FEWSHOT_SHOT = "Q: {question}\nA: {answer}\n\n"
+FEWSHOT_QUESTION = "Q: {question}\n"
+FEWSHOT_LEAD = "A: "
+PROBE_FRAMES = ("fewshot", "chat")
 DEFAULT_TEMPLATES = {"verdict": VERDICT_TEMPLATE, "cot": COT_TEMPLATE, "score": SCORE_TEMPLATE}
 VERDICT_CUE = "\nVerdict:"  # appended after a cot justification; the verdict word comes next
 ANSWER_FIELDS = {"question"}

@@ -91,21 +91,32 @@ def test_slearn_run_on_the_default_model(default_model, tmp_path):
     assert sum(bool(a.strip()) for a in answers) >= 6  # a real model answers
 
 
+SHOTS = [
+    ("Who wrote Hamlet?", "William Shakespeare"),
+    ("What is the largest planet?", "Jupiter"),
+    ("Which gas do plants take in?", "Carbon dioxide"),
+    ("How many legs has a spider?", "Eight"),
+]
 CAPITALS = [("France", "Paris"), ("Japan", "Tokyo"), ("Germany", "Berlin"), ("Italy", "Rome"),
             ("Burkina Faso", "Ouagadougou"), ("Eswatini", "Mbabane"), ("Tuvalu", "Funafuti"), ("Palau", "Ngerulmud")]  # fmt: skip
 
 
-def test_the_probe_tells_known_capitals_from_unknown_ones(default_model):
-    from slearn_mlx.probe import probe_row, read_rows
+@pytest.mark.parametrize("frame", ["chat", "fewshot"])
+def test_the_probe_tells_known_capitals_from_unknown_ones(default_model, frame):
+    from slearn_mlx.probe import Frame, probe_row, read_rows
     from slearn_mlx.prompts import PROBE_LEAD
     from slearn_mlx.records import QAItem
 
     model, tokenizer = load_model(default_model)
-    rows = [probe_row(tokenizer, QAItem(c, f"What is the capital of {c}?", capital), PROBE_LEAD)
-            for c, capital in CAPITALS]  # fmt: skip
-    p = [float(mx.exp(mx.array(token_lp.sum()))) for token_lp, _, _ in read_rows(model, rows)]
-    # Capitals of large countries are read with far more probability than those of small ones.
-    assert min(p[:4]) > 0.3 and max(p[4:]) < 0.05
+    items = [QAItem(c, f"What is the capital of {c}?", capital) for c, capital in CAPITALS]
+    how = Frame.for_items(frame, items + [QAItem(f"shot{i}", q, a) for i, (q, a) in enumerate(SHOTS)], PROBE_LEAD)
+    p = [
+        float(mx.exp(mx.array(token_lp.sum())))
+        for token_lp, _, _ in read_rows(model, [probe_row(tokenizer, i, how) for i in items])
+    ]
+    # Capitals of large countries are read with far more probability than those of small ones; in the few-shot
+    # frame, above the verdict's 0.5.
+    assert min(p[:4]) > (0.5 if frame == "fewshot" else 0.3) and max(p[4:]) < 0.05, p
 
 
 def test_slearn_run_with_the_probe_learns_what_the_model_did_not_know(default_model, tmp_path):
