@@ -19,7 +19,7 @@ from slearn_mlx.runs import STAGES, RunDir, read_json, write_json_atomic
 # Settings that change what a stage computes; batch sizes and the like only change how fast.
 ANSWER_KEYS = ("max_tokens", "temperature", "template", "mcq_template")
 GRADE_KEYS = ("grader", "judge_mode", "judge_template", "threshold", "f1_threshold", "cot_max_tokens")
-PROBE_KEYS = ("probe_frame", "probe_lead", "answer_grader")  # only where the probe grades
+PROBE_KEYS = ("probe_frame", "probe_lead", "probe_sample", "answer_grader")  # only where the probe grades
 # The first stage each part of the fingerprint feeds: a change there invalidates it and all after it.
 FIRST_STAGE = {"model": "answer", "data": "answer", "answer": "answer", "grade": "grade", "test": "evaluate"}
 

@@ -83,6 +83,9 @@ class GradeConfig:
     f1_threshold: float = option(0.5, "Token F1 needed to count as correct with the f1 grader.")
     cot_max_tokens: int = option(48, "Tokens of the judge's justification in cot mode.")
     batch_size: int = option(16, "Judge or probe prompts scored together.")
+    probe_sample: int = option(
+        48, "Items the probe reads first; when none of them is known, the rest train as unknown unread (0: read all).",
+    )  # fmt: skip
 
     def problems(self) -> list[str]:
         from slearn_mlx.prompts import JUDGE_FIELDS, JUDGE_REQUIRED, template_problem
@@ -100,6 +103,8 @@ class GradeConfig:
             out.append(f"grade.probe_frame must be one of {', '.join(PROBE_FRAMES)}, not {self.probe_frame!r}")
         if self.answer_grader not in ANSWER_GRADERS:
             out.append(f"grade.answer_grader must be one of {', '.join(ANSWER_GRADERS)}, not {self.answer_grader!r}")
+        if self.probe_sample < 0:
+            out.append("grade.probe_sample must not be negative")
         for name in ("batch_size", "cot_max_tokens"):
             if getattr(self, name) < 1:
                 out.append(f"grade.{name} must be at least 1")

@@ -43,7 +43,16 @@ from slearn_mlx.grade import (
 )
 from slearn_mlx.judge import Judge
 from slearn_mlx.models.load import load_model, resolve_model
-from slearn_mlx.probe import PROBE_GRADER, Frame, Knowledge, ProbeSummary, probe_grade, probe_items, probe_summary
+from slearn_mlx.probe import (
+    PROBE_GRADER,
+    Frame,
+    Knowledge,
+    ProbeSummary,
+    probe_grade,
+    probe_items,
+    probe_summary,
+    read_first,
+)
 from slearn_mlx.records import Answer, Grade, QAItem
 from slearn_mlx.runs import (
     STAGES,
@@ -205,16 +214,28 @@ def stage_probe(run: RunDir, config: RunConfig, models: SharedModel, *, progress
     _check(run, config)
     start = time.perf_counter()
     done = read_records(run.probe, Knowledge, repair=False)
-    model, tokenizer = models.get() if any(item.id not in done for item in items) else (None, None)
+    cut = config.grade.cut
+    first = read_first(items, config.grade.probe_sample)
+    chosen = {item.id for item in first}
+    rest = [item for item in items if item.id not in chosen]
+    # The rest is read only when some item read first is known.
+    unread_first = any(item.id not in done for item in first)
+    wanted = unread_first or (any(done[i].p_reference >= cut for i in chosen) and any(i.id not in done for i in rest))
+    model, tokenizer = models.get() if wanted else (None, None)
     _begin(run, config, "grade")
     save_items(run, items)
     frame = Frame.for_items(config.grade.probe_frame, items, config.grade.probe_lead)
-    n_new = probe_items(
-        model, tokenizer, items, run.probe, frame=frame, answer_config=config.answer,
-        batch_size=config.grade.batch_size, progress=progress,
-    )  # fmt: skip
-    knowledge = read_records(run.probe, Knowledge)
-    write_jsonl_atomic(run.grades, (probe_grade(knowledge[item.id], config.grade.cut).to_json() for item in items))
+    n_new = 0
+    for part in (first, rest):
+        n_new += probe_items(
+            model, tokenizer, part, run.probe, frame=frame, answer_config=config.answer,
+            batch_size=config.grade.batch_size, progress=progress,
+        )  # fmt: skip
+        knowledge = read_records(run.probe, Knowledge)
+        if not any(knowledge[i].p_reference >= cut for i in chosen):
+            break
+    grades = (probe_grade(knowledge.get(item.id), cut, item.id) for item in items)
+    write_jsonl_atomic(run.grades, (grade.to_json() for grade in grades))
     summary = probe_summary(items, knowledge, config.grade.cut, n_new, time.perf_counter() - start)
     _record(run, "grade", summary, n_items=len(items), data=str(config.data), n_wrong=summary.n_items - summary.n_known,
             grader=PROBE_GRADER)  # fmt: skip

@@ -48,7 +48,7 @@ class Knowledge(Record):
     """What the probe read for one item."""
 
     id: str
-    p_reference: float  # P(reference | prompt, lead); for multiple choice, the letter's share among the options'
+    p_reference: float  # P(reference | its frame); for multiple choice, the letter's share among the options'
     logprob: float  # log P(reference), summed over its tokens
     min_logprob: float  # the least likely reference token's log-probability
     n_tokens: int  # reference tokens scored
@@ -63,10 +63,15 @@ class ProbeSummary:
     n_greedy: int  # whose reference greedy decoding would reproduce
     threshold: float
     seconds: float
+    n_unread: int = 0  # left unread: none of the sample read first was known
 
     def __str__(self) -> str:
+        unread = (
+            f" ({self.n_unread} unread: none of the {self.n_items - self.n_unread} read first was known)"
+            if self.n_unread else ""
+        )  # fmt: skip
         return (
-            f"probed {self.n_items}: {self.n_items - self.n_known} unknown (P(reference) < {self.threshold:g}), "
+            f"probed {self.n_items}: {self.n_items - self.n_known} unknown (P(reference) < {self.threshold:g}){unread}, "
             f"{self.n_known} known, of which {self.n_greedy} word for word; {self.n_new} new, in {self.seconds:.1f} s"
         )
 
@@ -190,9 +195,11 @@ def knowledge_of(item: QAItem, row: ProbeRow, read: tuple[np.ndarray, np.ndarray
     token_lp, is_top, share = read
     logprob = float(token_lp.sum())
     p = math.exp(share) if row.choices else math.exp(logprob)
+    # Six significant digits: a long reference's P(reference) is far below 1e-6, and still ranks it.
     return Knowledge(
-        item.id, round(p, 6), round(logprob, 4), round(float(token_lp.min()), 4), len(row.target), bool(is_top.all())
-    )
+        item.id, float(f"{p:.6g}"), round(logprob, 4), round(float(token_lp.min()), 4), len(row.target),
+        bool(is_top.all()),
+    )  # fmt: skip
 
 
 def read_sharing(model, rows: list[ProbeRow], prefix: Prefix | None) -> list:
@@ -254,14 +261,27 @@ def probe_items(
     return n_todo
 
 
-def probe_grade(knowledge: Knowledge, threshold: float) -> Grade:
-    """The verdict a probe reading gives: known when P(reference) reaches the threshold."""
+def read_first(items: list[QAItem], size: int, seed: int = 0) -> list[QAItem]:
+    """The items the probe reads first (`size` of them, a seeded draw, in file order); all of them when there are
+    not three times as many (or `size` is 0). When none of these is known, the rest is not worth reading: the most
+    it could save is a few percent of training, which reading it costs."""
+    if not size or len(items) < 3 * size:
+        return list(items)
+    chosen = set(np.random.default_rng([seed, 7]).permutation(len(items))[:size].tolist())
+    return [item for i, item in enumerate(items) if i in chosen]
+
+
+def probe_grade(knowledge: Knowledge | None, threshold: float, item_id: str = "") -> Grade:
+    """The verdict a probe reading gives: known when P(reference) reaches the threshold; unknown, with score 0, for
+    an item left unread."""
+    if knowledge is None:
+        return Grade(item_id, False, 0.0, PROBE_GRADER)
     return Grade(knowledge.id, knowledge.p_reference >= threshold, knowledge.p_reference, PROBE_GRADER)
 
 
 def probe_summary(items: list[QAItem], knowledge: dict[str, Knowledge], threshold: float, n_new: int, seconds: float):
-    read = [knowledge[item.id] for item in items]
+    read = [knowledge[item.id] for item in items if item.id in knowledge]
     return ProbeSummary(
         len(items), n_new, sum(k.p_reference >= threshold for k in read), sum(k.greedy for k in read), threshold,
-        seconds,
+        seconds, len(items) - len(read),
     )  # fmt: skip

@@ -173,3 +173,22 @@ def test_few_shot_probing_equals_one_plain_pass_per_item_whether_its_prefix_is_s
         expected = direct_logprobs(model, row.context, row.target)
         if row.choices is None:
             assert math.isclose(records[item.id].logprob, float(expected.sum()), abs_tol=1e-3), item.id
+
+
+@pytest.mark.parametrize("threshold,n_read", [("0.5", 2), ("0", 6)])
+def test_the_probe_reads_the_rest_only_when_an_item_read_first_is_known(runner, tiny_model, qa_file, tmp_path,
+                                                                         threshold, n_read):  # fmt: skip
+    """The tiny model knows nothing (P(reference) < 0.5): after the 2 items read first, the other 4 are unknown
+    unread; at threshold 0 every item is known, and all are read."""
+    out = tmp_path / "run"
+    args = ["grade", "--out", str(out), "--data", str(qa_file), "--model", tiny_model, "--probe-sample", "2",
+            "--threshold", threshold, "--quiet"]  # fmt: skip
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    probe = {r["id"]: r for r in map(json.loads, (out / "probe.jsonl").read_text().splitlines())}
+    grades = {g["id"]: g for g in map(json.loads, (out / "grades.jsonl").read_text().splitlines())}
+    assert len(probe) == n_read and len(grades) == 6
+    assert all(g["correct"] is False and g["score"] == 0.0 for i, g in grades.items() if i not in probe)
+    assert ("4 unread: none of the 2 read first was known" in result.output) == (n_read == 2)
+    again = runner.invoke(cli, args)  # resumed: nothing left to read
+    assert again.exit_code == 0 and "0 new" in again.output
