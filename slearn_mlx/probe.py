@@ -72,7 +72,8 @@ class ProbeSummary:
         )  # fmt: skip
         return (
             f"probed {self.n_items}: {self.n_items - self.n_known} unknown (P(reference) < {self.threshold:g}){unread}, "
-            f"{self.n_known} known, of which {self.n_greedy} word for word; {self.n_new} new, in {self.seconds:.1f} s"
+            f"{self.n_known} known; greedy decoding writes {self.n_greedy} references; {self.n_new} new, in "
+            f"{self.seconds:.1f} s"
         )
 
 
