@@ -9,7 +9,7 @@ On each fact set (tools/make_fact_sets.py), the default model (float32) in one p
     fewshot: three other items of the set as questions and answers, then the item's), interleaved with the answer
     stage over `--repeats` rounds: seconds side by side.
 Per frame it prints the ROC AUC of P(reference) against `known2` and against the test question's label alone, the
-agreement and Cohen's kappa of the default verdict (P(reference) at least 0.05 in the chat frame, 0.5 in the
+agreement and Cohen's kappa of the default verdict (P(reference) at least 0.05 in the chat frame, 0.8 in the
 few-shot frame) against `known2`, and the same once calibrated as the CLI does (`--calibrate --calibrate-sample
 48`: threshold fitted on 48 items answered in the training wording, measured on the others, over `--draws` random
 samples).
@@ -123,11 +123,16 @@ def main() -> None:
                   f"{sum(in_other_words.values())} right in other words, {sum(known2.values())} both; "
                   f"answer stage {answer_median:.1f} s", flush=True)  # fmt: skip
             ids = sorted(labels)
+            by_id = {item.id: item for item in train}
             for frame in frames:
                 knowledge = read_records(tmp / f"probe-{frame}.jsonl", Knowledge)
                 scores = {i: k.p_reference for i, k in knowledge.items()}
-                a_known2 = auc([scores[i] for i in ids], [known2[i] for i in ids])
-                a_test = auc([scores[i] for i in ids], [in_other_words[i] for i in ids])
+                # Ranked by the log-probability, which a long reference's tiny P(reference) keeps apart.
+                ranks = {
+                    i: k.logprob if by_id[i].reference_letter is None else k.p_reference for i, k in knowledge.items()
+                }
+                a_known2 = auc([ranks[i] for i in ids], [known2[i] for i in ids])
+                a_test = auc([ranks[i] for i in ids], [in_other_words[i] for i in ids])
                 verdicts = [scores[i] >= PROBE_THRESHOLDS[frame] for i in ids]
                 agree, kappa = agreement(verdicts, [known2[i] for i in ids])
                 cal_agree, cal_kappa = calibrated(scores, labels, known2, args.sample, args.draws)

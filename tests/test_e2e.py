@@ -115,7 +115,7 @@ def test_the_probe_tells_known_capitals_from_unknown_ones(default_model, frame):
         for token_lp, _, _ in read_rows(model, [probe_row(tokenizer, i, how) for i in items])
     ]
     # Capitals of large countries are read with far more probability than those of small ones; in the few-shot
-    # frame, above the verdict's 0.5.
+    # frame, above even odds.
     assert min(p[:4]) > (0.5 if frame == "fewshot" else 0.3) and max(p[4:]) < 0.05, p
 
 

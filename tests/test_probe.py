@@ -99,7 +99,7 @@ def test_grade_with_the_probe_needs_no_answers_and_calibrates_on_a_sample(runner
     probe = {r["id"]: r for r in map(json.loads, (out / "probe.jsonl").read_text().splitlines())}
     assert len(grades) == 6 and {g["grader"] for g in grades} == {"probe"}
     for g in grades:
-        assert g["score"] == probe[g["id"]]["p_reference"] and g["correct"] == (g["score"] >= 0.5)
+        assert g["score"] == probe[g["id"]]["p_reference"] and g["correct"] == (g["score"] >= 0.8)
     result = runner.invoke(cli, ["grade", "--out", str(out), "--calibrate", "--labels", "contains",
                                  "--calibrate-sample", "4", "--show", "2"])  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -175,10 +175,10 @@ def test_few_shot_probing_equals_one_plain_pass_per_item_whether_its_prefix_is_s
             assert math.isclose(records[item.id].logprob, float(expected.sum()), abs_tol=1e-3), item.id
 
 
-@pytest.mark.parametrize("threshold,n_read", [("0.5", 2), ("0", 6)])
+@pytest.mark.parametrize("threshold,n_read", [("0.8", 2), ("0", 6)])
 def test_the_probe_reads_the_rest_only_when_an_item_read_first_is_known(runner, tiny_model, qa_file, tmp_path,
                                                                          threshold, n_read):  # fmt: skip
-    """The tiny model knows nothing (P(reference) < 0.5): after the 2 items read first, the other 4 are unknown
+    """The tiny model knows nothing (P(reference) < 0.8): after the 2 items read first, the other 4 are unknown
     unread; at threshold 0 every item is known, and all are read."""
     out = tmp_path / "run"
     args = ["grade", "--out", str(out), "--data", str(qa_file), "--model", tiny_model, "--probe-sample", "2",
