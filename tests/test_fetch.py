@@ -61,6 +61,20 @@ def test_a_split_release_assembles_to_the_pinned_file_and_installs_by_name(split
     assert "tiny                 installed" in listed
 
 
+def test_a_model_imported_by_an_older_importer_is_flagged_and_fetched_again(split_release, runner, tmp_path):
+    assert runner.invoke(cli, ["models", "fetch", "tiny", "--dtype", "float32"]).exit_code == 0
+    record = tmp_path / "models" / "tiny" / "slearn_import.json"
+    assert json.loads(record.read_text())["importer"] == 2
+    # As the importer before the K-quant fix wrote it: no version, no source metadata kept.
+    record.write_text(json.dumps({"source": "/gone/tiny.gguf", "dtype": "float32"}))
+    (tmp_path / "models" / "tiny" / "source_metadata.gguf").unlink()
+    listed = runner.invoke(cli, ["models", "list"]).output
+    assert "tiny                 stale import" in listed and "tiny  (imported by an older slearn" in listed
+    assert runner.invoke(cli, ["models", "fetch", "tiny", "--dtype", "float32"]).exit_code == 0
+    assert "tiny                 installed" in runner.invoke(cli, ["models", "list"]).output
+    assert (tmp_path / "models" / "tiny" / "source_metadata.gguf").exists()
+
+
 def test_a_file_that_is_not_the_pinned_one_is_refused_and_nothing_installed(
     split_release, runner, monkeypatch, tmp_path
 ):

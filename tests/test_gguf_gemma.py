@@ -180,3 +180,31 @@ def test_a_base_model_without_a_chat_template_runs_every_stage(gemma3, runner, t
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["n_items"] == 6 and (out / "adapters" / "adapters.safetensors").exists()
+
+
+def test_a_gemma3_run_exports_to_gguf_and_imports_back_to_the_fused_model(gemma3, runner, tmp_path):
+    """Norms written back as 1 + weight, the SentencePiece vocabulary and the plain frame's BOS carried over: the
+    exported file imports to the fused model, and its Modelfile leaves the BOS to llama.cpp, which adds it."""
+    import mlx.core as mx
+    import numpy as np
+
+    from slearn_mlx.cli import cli
+    from slearn_mlx.models.export import fuse_adapters
+
+    _, model_dir = gemma3
+    rows = [{"id": f"q{i}", "question": f"What is the capital of country {i}?", "answer": f"City{i}"} for i in range(6)]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    result = runner.invoke(cli, ["run", "--model", str(model_dir), "--data", str(data), "--all", "--max-tokens", "4",
+                                 "--out", str(out), "--epochs", "2", "--learning-rate", "1e-2", "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    fused, _ = load_model(str(model_dir), adapter_path=out / "adapters")
+    fuse_adapters(fused)
+    tokens = mx.array([[2, 5, 80, 120, 33, 200, 7, 9, 41, 57]])
+    result = runner.invoke(cli, ["export", str(out), "--to", "ollama", "--quantize", "f32"])
+    assert result.exit_code == 0, result.output
+    back, _ = load_model(str(import_gguf(out / "export" / "ollama" / "run-f32.gguf", tmp_path / "back").path))
+    assert np.abs(np.array(back(tokens)) - np.array(fused(tokens))).max() < 1e-4
+    modelfile = (out / "export" / "ollama" / "Modelfile").read_text()
+    assert 'TEMPLATE """Question: {{ .Prompt }}\nAnswer:\n"""' in modelfile

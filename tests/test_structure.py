@@ -15,7 +15,10 @@ LAYERS = (
     ),  # fmt: skip
     ("models", {"models", "environment"}),
     ("data", {"data"}),
-    ("stages", {"answer", "judge", "probe", "calibrate", "grade", "select", "training", "evaluate", "ask", "report"}),
+    (
+        "stages",
+        {"answer", "judge", "probe", "calibrate", "grade", "select", "training", "evaluate", "ask", "report", "export"},
+    ),  # fmt: skip
     ("run", {"config", "fingerprint"}),
     ("pipeline", {"pipeline"}),
     ("experiments", {"compare"}),

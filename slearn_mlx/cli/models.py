@@ -7,6 +7,7 @@ import sys
 import click
 
 from slearn_mlx.cli.options import user_errors
+from slearn_mlx.models.export import EXPORT_TARGETS
 
 
 @click.command()
@@ -31,6 +32,33 @@ DTYPE = click.option(
     default="auto",
     help="Weight dtype; auto is float32 on CPU, q4 on GPU (fastest per backend, see BENCHMARKS.md).",
 )
+
+
+@click.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
+@click.option("--to", "target", type=click.Choice(EXPORT_TARGETS), default="gguf", show_default=True,
+              help="mlx: an mlx-lm model directory; gguf: a GGUF file for llama.cpp; ollama: the GGUF and a Modelfile; "
+              "lmstudio: the GGUF where LM Studio finds models.")  # fmt: skip
+@click.option("--quantize", default=None,
+              help="GGUF type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 (gguf's quantizers), or q4_k_m and the "
+              "other K-quants (llama.cpp's, with llama-cpp-python installed) [f16].")  # fmt: skip
+@click.option("--out", "out", type=click.Path(), default=None,
+              help="Where to write it [RUN/export/...; LM Studio: ~/.lmstudio/models/slearn/NAME/].")  # fmt: skip
+@user_errors
+def export(run_dir, target, quantize, out):
+    """Fuse a run's adapters into its model and write it where models run: mlx-lm, llama.cpp, Ollama, LM Studio.
+
+    \b
+    Examples:
+      slearn export runs/world --to gguf --quantize q8_0
+      slearn export runs/world --to ollama      # then the `ollama create` line it prints
+      slearn export runs/world --to mlx --out fused-world
+    """
+    from slearn_mlx.cli.options import session
+    from slearn_mlx.export import export_run
+
+    run, config = session(run_dir, None, {})
+    click.echo(str(export_run(run, config.model, target, quantize, out, config.trust_remote_code)))
 
 
 @click.group()
@@ -109,15 +137,17 @@ def fetch_default(dtype):
 def list_models():
     """Installed models, those `slearn models fetch` installs, and GGUF files in Ollama's and LM Studio's stores
     (importable by the name shown: `slearn models import-gguf NAME`)."""
-    from slearn_mlx.models.store import RELEASES, installed_models, local_gguf_files, models_dir
+    from slearn_mlx.models.store import RELEASES, installed_models, local_gguf_files, models_dir, stale_import
 
     installed = installed_models()
     click.echo(f"installed in {models_dir()}:")
     for name, path in installed.items() or [("(none)", None)]:
-        click.echo(f"  {name}")
+        stale = path is not None and stale_import(path)
+        click.echo(f"  {name}" + ("  (imported by an older slearn: import it again)" if stale else ""))
     click.echo("installable offline (slearn models fetch NAME):")
     for name, release in RELEASES.items():
-        state = "installed" if release.directory in installed else "not installed"
+        path = installed.get(release.directory)
+        state = "not installed" if path is None else "stale import" if stale_import(path) else "installed"
         click.echo(f"  {name:20s} {state:14s} {release.about}")
     found = local_gguf_files()
     click.echo("GGUF files of other tools (slearn models import-gguf NAME):")

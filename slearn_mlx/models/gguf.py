@@ -16,25 +16,12 @@ import mlx.core as mx
 
 from slearn_mlx.errors import ModelError, ModelNotFound
 from slearn_mlx.models.load import DTYPES, auto_dtype
-from slearn_mlx.models.store import local_gguf_files, models_dir
+from slearn_mlx.models.metadata import SOURCE_METADATA, keep_metadata
+from slearn_mlx.models.names import ARCHITECTURES, GEMMA3_LAYER_NAMES, LAYER_NAMES, TOP_NAMES
+from slearn_mlx.models.store import IMPORT_RECORD, IMPORTER_VERSION, local_gguf_files, models_dir
 from slearn_mlx.models.tokenizer import gguf_tokenizer, scalar
 from slearn_mlx.prompts import PLAIN_FRAME
 
-# GGUF tensor names -> mlx-lm llama names.
-_GGUF_LAYER_NAMES = {
-    "attn_q": "self_attn.q_proj",
-    "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-    "attn_norm": "input_layernorm",
-    "ffn_norm": "post_attention_layernorm",
-    "attn_q_norm": "self_attn.q_norm",  # qwen3: RMSNorm of each head's queries and keys
-    "attn_k_norm": "self_attn.k_norm",
-}
-_GGUF_TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 _GGUF_BLOCK = 32  # every GGUF Q4_0/Q4_1/Q8_0 block holds 32 weights
 
 
@@ -44,20 +31,6 @@ class ImportedModel:
     dtype: str
     n_params: int
     source: Path  # the GGUF file it was imported from
-
-
-_ARCHITECTURES = {
-    "llama": ("llama", "LlamaForCausalLM"),
-    "qwen2": ("qwen2", "Qwen2ForCausalLM"),
-    "qwen3": ("qwen3", "Qwen3ForCausalLM"),
-    "gemma3": ("gemma3_text", "Gemma3ForCausalLM"),
-}
-# Where a GGUF layer tensor goes in gemma3 when it differs from llama's: four norms per block.
-_GEMMA3_LAYER_NAMES = {
-    "post_attention_norm": "post_attention_layernorm",
-    "ffn_norm": "pre_feedforward_layernorm",
-    "post_ffw_norm": "post_feedforward_layernorm",
-}
 
 
 # What mx.load reads right, keeping 4-bit blocks as they are; a file with any other type (the K-quants Q2_K..Q6_K,
@@ -125,11 +98,11 @@ def _unpermute_rope_rows(w: mx.array, n_heads: int) -> mx.array:
 
 def _gguf_config(metadata: dict, weights: dict) -> dict:
     arch = scalar(metadata, "general.architecture")
-    if arch not in _ARCHITECTURES:
+    if arch not in ARCHITECTURES:
         raise ModelError(
-            f"GGUF architecture {arch!r} is not supported; GGUF files of {', '.join(_ARCHITECTURES)} can be imported"
+            f"GGUF architecture {arch!r} is not supported; GGUF files of {', '.join(ARCHITECTURES)} can be imported"
         )
-    model_type, architecture = _ARCHITECTURES[arch]
+    model_type, architecture = ARCHITECTURES[arch]
 
     def key(name, default=None):
         return scalar(metadata, f"{arch}.{name}", default)
@@ -169,7 +142,7 @@ def _convert_weights(weights: dict, config: dict, dtype: str) -> tuple[dict, dic
     out: dict[str, mx.array] = {}
     quantization = None
     gemma = config["model_type"] == "gemma3_text"
-    names = _GGUF_LAYER_NAMES | (_GEMMA3_LAYER_NAMES if gemma else {})
+    names = LAYER_NAMES | (GEMMA3_LAYER_NAMES if gemma else {})
     for name, tensor in weights.items():
         base, _, suffix = name.rpartition(".")
         parts = base.split(".")
@@ -183,8 +156,8 @@ def _convert_weights(weights: dict, config: dict, dtype: str) -> tuple[dict, dic
                 tensor = _unpermute_rope_rows(tensor, config["num_attention_heads"])
             elif kind == "attn_k" and config["model_type"] == "llama":
                 tensor = _unpermute_rope_rows(tensor, config["num_key_value_heads"])
-        elif base in _GGUF_TOP_NAMES:
-            target = _GGUF_TOP_NAMES[base]
+        elif base in TOP_NAMES:
+            target = TOP_NAMES[base]
         elif base == "rope_freqs":
             continue  # recomputed by mlx-lm from rope_theta
         else:
@@ -299,12 +272,10 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path | None = None, dtype:
         tokenizer_config["add_bos_token"]
     )
     (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
-    (tmp / "slearn_import.json").write_text(
-        json.dumps(
-            {"source": str(gguf_path.resolve()), "dtype": dtype, "name": scalar(metadata, "general.name")}, indent=2
-        )
-        + "\n"
-    )
+    keep_metadata(gguf_path, tmp / SOURCE_METADATA)  # what an export writes back
+    record = {"source": str(gguf_path.resolve()), "dtype": dtype, "name": scalar(metadata, "general.name"),
+              "importer": IMPORTER_VERSION}  # fmt: skip
+    (tmp / IMPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     n_params = sum(v.size for k, v in converted.items() if not k.endswith((".scales", ".biases")))

@@ -98,6 +98,24 @@ def local_gguf_files() -> dict[str, Path]:
     return found
 
 
+IMPORT_RECORD = "slearn_import.json"  # in an imported model's directory: where it came from, and by which importer
+# The importer's version: 2 keeps the source file's metadata for export; versions before it (no version written) let
+# mlx read K-quant files, which it reads wrongly without an error (Qwen2.5-Coder-1.5B's Q4_K_M).
+IMPORTER_VERSION = 2
+
+
+def stale_import(path: Path) -> bool:
+    """Whether the model directory was imported from GGUF by an older importer than this one."""
+    record = path / IMPORT_RECORD
+    if not record.exists():
+        return False
+    try:
+        version = json.loads(record.read_text()).get("importer", 1)
+    except (OSError, ValueError, AttributeError):
+        return True
+    return not isinstance(version, int) or version < IMPORTER_VERSION
+
+
 def installed_models() -> dict[str, Path]:
     """Model directories under models/, by name."""
     root = models_dir()
