@@ -172,3 +172,16 @@ def test_the_writer_round_trips_a_file_written_by_the_test_helper(tmp_path):
     again = {t.name: np.array(t.data) for t in gguf.GGUFReader(tmp_path / "again.gguf").tensors}
     assert original.keys() == again.keys()
     assert all(np.allclose(original[k], again[k], atol=1e-6) for k in original)
+
+
+def test_llama_cpp_computes_what_the_fused_model_computes(runner, tiny_gguf, qa_file, tmp_path):
+    """llama.cpp itself, where llama-cpp-python is installed: the exported file's logits are the fused model's."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    model_dir = import_gguf(tiny_gguf, tmp_path / "model", dtype="float32").path
+    run = trained_run(runner, model_dir, qa_file, tmp_path / "run")
+    expected = fused_logits(model_dir, run)[0]
+    assert runner.invoke(cli, ["export", str(run), "--quantize", "f32"]).exit_code == 0
+    llama = llama_cpp.Llama(str(run / "export" / "gguf" / "run-f32.gguf"), n_ctx=64, logits_all=True, verbose=False)
+    llama.eval(TOKENS[0].tolist())
+    got = np.array(llama.scores[: TOKENS.shape[1]])
+    assert np.abs(got - expected).max() < 1e-3
