@@ -21,7 +21,7 @@ LAYERS = (
     ),  # fmt: skip
     ("run", {"config", "fingerprint"}),
     ("pipeline", {"pipeline"}),
-    ("experiments", {"compare"}),
+    ("experiments", {"compare", "plan"}),
     ("commands", {"cli", "__main__"}),
 )
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 450, 80

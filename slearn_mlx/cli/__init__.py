@@ -20,7 +20,7 @@ def cli():
 
 
 for command in (stages.answer, stages.grade, stages.select, stages.train, stages.evaluate, stages.try_, stages.run,
-                stages.compare, models.export, models.info, models.models):  # fmt: skip
+                stages.compare, stages.plan, models.export, models.info, models.models):  # fmt: skip
     cli.add_command(command)
 
 

@@ -268,3 +268,54 @@ def compare(out, config_file, quiet, strategies, seeds, calibrate, labels, **ove
             f"held-out {accuracy}, retention {retention}"
         )
     click.echo(f"report in {Path(out) / 'report.html'}")
+
+
+def run_command(overrides: dict, config_file: str | None, out: str | None) -> str:
+    """The `slearn run` line with the options a plan was given (so that it reuses the plan's knowledge test)."""
+    import shlex
+
+    from slearn_mlx.cli.options import _config_field
+    from slearn_mlx.options import flag_of
+
+    words = ["slearn", "run"] + (["--config", config_file] if config_file else [])
+    for key, value in overrides.items():
+        if value is None or value is False:
+            continue
+        flag = "--answer-batch-size" if key == "answer__batch_size" else flag_of(_config_field(key))
+        words += [flag] if value is True else [flag, str(value)]
+    return shlex.join(words + ["--out", out or "runs/NAME"])
+
+
+@click.command()
+@combine(DATA, TEST, MODEL, TRUST_REMOTE_CODE, CONFIG, MAX_TOKENS, TEMPERATURE, TEMPLATE, MCQ_TEMPLATE)
+@combine(GRADE_OPTIONS, SELECT_OPTIONS, TRAIN_OPTIONS)
+@setting("answer__batch_size", flag="--answer-batch-size")
+@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
+              help="A run directory to keep the knowledge test in (and plan.json): `slearn run` with the same options "
+              "and this --out reuses the test [none: nothing is written].")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@combine(QUIET)
+@user_errors
+def plan(out, config_file, as_json, quiet, **overrides):
+    """Before a run: what the model knows of --data, and what full fine-tuning, the default and each budget will
+    cost here (steps and minutes, from a few timed training steps on the set's own pairs).
+
+    \b
+    Example:
+      slearn plan --data train.jsonl
+      slearn plan --data train.jsonl --model qwen2.5-coder-0.5b --out runs/qwen --json
+    """
+    import json
+    import tempfile
+
+    from slearn_mlx.plan import make_plan, save_plan
+
+    command = run_command(overrides, config_file, out)
+    with tempfile.TemporaryDirectory(prefix="slearn-plan-") as scratch:
+        run, config = session(out or scratch, config_file, overrides)
+        if not config.data:
+            raise click.UsageError("pass --data FILE")
+        result = make_plan(run, config, command=command, progress=not quiet)
+        if out:
+            save_plan(run, result, config)
+    click.echo(json.dumps(result.to_json(), indent=1) if as_json else str(result))

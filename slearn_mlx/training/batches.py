@@ -45,6 +45,12 @@ def pair_epochs(rows: list[dict], epochs: int, seed: int, last: bool = False) ->
     return out
 
 
+def planned_steps(schedule: list[set[int]], epochs: int, batch_size: int) -> int:
+    """The steps a training of these pairs takes: each epoch, its pairs in batches (a pair rehearsed once is in one
+    epoch's batches only)."""
+    return sum(math.ceil(sum(e in pair for pair in schedule) / batch_size) for e in range(1, epochs + 1))
+
+
 def _epochs_field(row: dict, epochs: int) -> int:
     k = row.get("epochs", epochs)
     return k if isinstance(k, int) and not isinstance(k, bool) and k >= 1 else epochs

@@ -48,6 +48,7 @@ from slearn_mlx.training.batches import (
     chat_dataset,
     make_batch,
     pair_epochs,
+    planned_steps,
     read_chat_rows,
     scores_any_answer,
 )
@@ -201,10 +202,7 @@ class Training:
         self._step = self._compiled_step()
         self._reseed()
         # Steps planned: a pair rehearsed once is in one epoch's batches only (skipping learned pairs may take fewer).
-        self.planned = sum(
-            math.ceil(sum(e in epochs for epochs in self.schedule) / self.batch_size)
-            for e in range(1, config.epochs + 1)
-        )
+        self.planned = planned_steps(self.schedule, config.epochs, self.batch_size)
 
     @property
     def done(self) -> bool:
