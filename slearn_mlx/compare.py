@@ -31,6 +31,7 @@ from typing import Callable
 from slearn_mlx import distributed
 from slearn_mlx.config import RunConfig
 from slearn_mlx.errors import ConfigError
+from slearn_mlx.general import evaluate_general
 from slearn_mlx.pipeline import (
     SharedModel,
     stage_answer,
@@ -150,6 +151,7 @@ class SeedResult:
     accuracy: float | None  # held out
     retention: float | None
     losses: list[dict]  # train/losses.jsonl rows
+    general: float | None = None  # the adapted model on the general sets (--general)
 
     @property
     def total_seconds(self) -> float:
@@ -172,7 +174,7 @@ def _seed_run(run: RunDir, source: RunDir, base: RunDir) -> None:
     distributed.barrier()  # the copies are in place for every rank
 
 
-def _seed_result(run: RunDir, base_report: dict, strategy: Strategy, seed: int) -> SeedResult:
+def _seed_result(run: RunDir, base_report: dict, strategy: Strategy, seed: int, general: float | None) -> SeedResult:
     report = read_json(run.report)
     if strategy.select.all:
         paid = {"select": report, "train": report}
@@ -182,7 +184,7 @@ def _seed_result(run: RunDir, base_report: dict, strategy: Strategy, seed: int) 
     spent = {stage: float(src["seconds"][stage]) for stage, src in paid.items() if stage in src.get("seconds", {})}
     return SeedResult(
         seed, int(report.get("n_selected", 0)), spent, report.get("adapted_accuracy"), report.get("retention"),
-        read_chat_rows(run.losses),
+        read_chat_rows(run.losses), general,
     )  # fmt: skip
 
 
@@ -195,8 +197,10 @@ def run_compare(
     echo: Callable[[str], None] = print,
     progress: bool = True,
     calibrate_labels: str | None = None,
+    general: bool = False,
 ) -> dict:
-    """Run every strategy on the same base with `seeds` seeds, evaluate each, and write OUT/report.{json,md,html}."""
+    """Run every strategy on the same base with `seeds` seeds, evaluate each (with `general`, also on the general
+    sets), and write OUT/report.{json,md,html}."""
     if not config.test:
         raise ConfigError("compare needs a held-out file: pass --test FILE.jsonl")
     if seeds < 1:
@@ -213,6 +217,9 @@ def run_compare(
         calibration, answering = stage_calibrate(base, answering, calibrate_labels, models, progress=progress)
         echo(str(calibration))
     echo(str(stage_evaluate(base, answering, models, progress=progress)))  # no adapters: the base model's accuracy
+    base_general = evaluate_general(*models.get(), base) if general else None
+    if base_general is not None:
+        echo(str(base_general))
     base_report = read_json(base.report)
     # Retention is measured on the same items for every strategy: those the base model got right.
     base_grades = read_records(base.grades, Grade)
@@ -239,7 +246,11 @@ def run_compare(
             echo(f"{tag} {stage_select(run, seeded, models, progress=progress)}")
             echo(f"{tag} {stage_train(run, seeded, models, progress=progress)}")
             echo(f"{tag} {stage_evaluate(run, seeded, models, progress=progress, known_items=known)}")
-            runs.append(_seed_result(run, source_report, strategy, k))
+            kept = evaluate_general(*models.get(), run, base_general.base) if base_general else None
+            if kept is not None:
+                echo(f"{tag} {kept}")
+            adapted = kept.adapted.overall if kept is not None and kept.adapted is not None else None
+            runs.append(_seed_result(run, source_report, strategy, k, adapted))
         results.append((strategy, runs))
 
     report = {
@@ -253,8 +264,10 @@ def run_compare(
         "base_accuracy": base_report.get("base_accuracy"),
         "seeds": seeds,
         "train": asdict(config.train),
-        "strategies": summarize(results),
+        "strategies": summarize(results, base_general.base.overall if base_general else None),
     }
+    if base_general is not None:
+        report["general_base"] = base_general.base.per_set | {"overall": base_general.base.overall}
     write_reports(out, report)
     return report
 
@@ -280,8 +293,9 @@ def _probe_base(
     return probing
 
 
-def summarize(results: list[tuple[Strategy, list[SeedResult]]]) -> list[dict]:
-    """Per strategy: every seed's figures, their means and spread, and the paired difference to `all`."""
+def summarize(results: list[tuple[Strategy, list[SeedResult]]], general_base: float | None = None) -> list[dict]:
+    """Per strategy: every seed's figures, their means and spread, and the paired difference to `all`; with the
+    base model's general score, the general skills each seed kept and the change from the base over seeds."""
     full = next((runs for strategy, runs in results if strategy.select.all and not strategy.train), None)
     if full is None:
         full = next((runs for strategy, runs in results if strategy.select.all), None)
@@ -302,6 +316,10 @@ def summarize(results: list[tuple[Strategy, list[SeedResult]]]) -> list[dict]:
             "seeds": [asdict(r) | {"total_seconds": round(r.total_seconds, 3)} for r in runs],
             "losses": runs[0].losses,
         }
+        if general_base is not None:
+            row["general"] = _mean([r.general for r in runs])
+            row["spread"]["general"] = _sd([r.general for r in runs])
+            row["general_change"] = paired([r.general for r in runs], [general_base] * len(runs))
         if full is not None:
             row["vs_full"] = paired([r.accuracy for r in runs], [r.accuracy for r in full[: len(runs)]])
             row["time_ratios"] = [r.total_seconds / f.total_seconds for r, f in zip(runs, full) if f.total_seconds]

@@ -50,6 +50,7 @@ def forget_adapted(run: RunDir) -> None:
     for variant in ("adapted", "retention"):
         run.eval_answers(variant).unlink(missing_ok=True)
         run.eval_grades(variant).unlink(missing_ok=True)
+    run.general.unlink(missing_ok=True)
 
 
 def accuracy(items: list[QAItem], grades: dict[str, Grade]) -> float:

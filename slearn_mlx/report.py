@@ -55,7 +55,7 @@ STAGE_NAMES = {"answer": "answer", "grade": "grade / probe", "calibrate": "calib
 
 
 def markdown(report: dict) -> str:
-    seeds = report.get("seeds", 1)
+    seeds, general = report.get("seeds", 1), report.get("general_base")
     lines = [
         f"# slearn compare: {report['model']}",
         "",
@@ -66,8 +66,12 @@ def markdown(report: dict) -> str:
         "",
         "| strategy | items trained | "
         + " | ".join(f"{name} s" for name in STAGE_NAMES.values())
-        + " | total s | time vs full | held-out accuracy | vs full (points, 95% interval) | retention |",
-        "| --- | ---: | " + " | ".join("---:" for _ in STAGE_NAMES) + " | ---: | ---: | ---: | ---: | ---: |",
+        + " | total s | time vs full | held-out accuracy | vs full (points, 95% interval) | retention |"
+        + (" general skills | vs base (points, 95% interval) |" if general else ""),
+        "| --- | ---: | "
+        + " | ".join("---:" for _ in STAGE_NAMES)
+        + " | ---: | ---: | ---: | ---: | ---: |"
+        + (" ---: | ---: |" if general else ""),
     ]
     for row in rows(report):
         sec, spread = row["seconds"], row["spread"]
@@ -78,7 +82,16 @@ def markdown(report: dict) -> str:
             f"| {_pm(row['total_seconds'], spread.get('total_seconds'), percent=False)} | {ratio} "
             f"| {_pm(row['accuracy'], spread.get('accuracy'))} | {_interval(row.get('vs_full'))} "
             f"| {_pm(row['retention'], spread.get('retention'))} |"
+            + (
+                f" {_pm(row.get('general'), spread.get('general'))} | {_interval(row.get('general_change'))} |"
+                if general
+                else ""
+            )  # fmt: skip
         )
+    if general:
+        sets = ", ".join(f"{name} {pct(value)}" for name, value in general.items() if name != "overall")
+        lines += ["", f"General skills (slearn_mlx/datasets/general, the correct letter the likeliest): the base model "
+                      f"{pct(general['overall'])} ({sets}); vs base: the adapted model's change over seeds."]  # fmt: skip
     lines += [
         "",
         "Time is what each strategy costs alone: answer + grade (or the probe, with its calibration) + select + "

@@ -67,6 +67,7 @@ class RunDir:
     train_dir = property(lambda self: self.root / "train")
     adapters = property(lambda self: self.root / "adapters")
     eval_dir = property(lambda self: self.root / "eval")
+    general = property(lambda self: self.root / "eval" / "general.json")  # general skills, base and adapted
     report = property(lambda self: self.root / "report.json")
     rephrased = property(lambda self: self.root / "rephrased.jsonl")
     fingerprint = property(lambda self: self.root / "fingerprint.json")

@@ -143,3 +143,36 @@ def test_slearn_run_with_the_probe_learns_what_the_model_did_not_know(default_mo
     adapted = [json.loads(line) for line in (out / "eval" / "adapted_grades.jsonl").read_text().splitlines()]
     learned = sum(g["correct"] for g in adapted if g["id"] in trained)
     assert learned >= 2 and report["adapted_accuracy"] > report["base_accuracy"]
+
+
+def test_the_default_model_adapted_exports_to_gguf_and_imports_back_to_the_fused_model(default_model, runner, tmp_path):
+    """The round trip on the real model: train, export (F32 and Q8_0), import the file again, compare logits."""
+    import numpy as np
+
+    from slearn_mlx.models.export import fuse_adapters
+
+    data = tmp_path / "qa.jsonl"
+    rows = [
+        {"id": str(i), "question": f"What is the code word number {i}?", "answer": f"Zorblat {i}"} for i in range(8)
+    ]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "run"
+    args = ["run", "--data", str(data), "--model", default_model, "--out", str(out), "--grader", "exact", "--all",
+            "--epochs", "1", "--num-layers", "4", "--max-tokens", "4", "--quiet"]  # fmt: skip
+    assert runner.invoke(cli, args).exit_code == 0
+    model, tokenizer = load_model(default_model, adapter_path=str(out / "adapters"))
+    fuse_adapters(model)
+    tokens = mx.array([encode_chat(tokenizer, "What is the code word number 3?")])
+    expected = np.array(model(tokens)[0, -1])
+    base, _ = load_model(default_model)
+    assert np.abs(expected - np.array(base(tokens)[0, -1])).max() > 1e-2  # the adapters changed the model
+    for qtype, tolerance in (("f32", 1e-3), ("q8_0", 0.5)):
+        result = runner.invoke(cli, ["export", str(out), "--quantize", qtype])
+        assert result.exit_code == 0, result.output
+        exported = next((out / "export" / "gguf").glob(f"*-{qtype}.gguf"))
+        back_dir = import_gguf(exported, tmp_path / f"back-{qtype}", dtype="float32").path
+        back, back_tokenizer = load_model(str(back_dir))
+        assert back_tokenizer.encode("Zorblat 3 in 2024") == tokenizer.encode("Zorblat 3 in 2024")
+        got = np.array(back(tokens)[0, -1])
+        assert np.abs(got - expected).max() < tolerance, qtype
+        assert int(got.argmax()) == int(expected.argmax())

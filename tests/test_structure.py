@@ -17,7 +17,8 @@ LAYERS = (
     ("data", {"data"}),
     (
         "stages",
-        {"answer", "judge", "probe", "calibrate", "grade", "select", "training", "evaluate", "ask", "report", "export"},
+        {"answer", "judge", "probe", "calibrate", "grade", "select", "training", "evaluate", "ask", "report", "export",
+         "general"},
     ),  # fmt: skip
     ("run", {"config", "fingerprint"}),
     ("pipeline", {"pipeline"}),

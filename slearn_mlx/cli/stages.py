@@ -35,6 +35,9 @@ from slearn_mlx.cli.options import (
     user_errors,
 )
 
+GENERAL_HELP = ("Also score the base and the adapted model on the shipped general multiple-choice sets (MMLU, "
+                "OpenBookQA, CommonsenseQA; one forward pass per item).")  # fmt: skip
+
 
 @click.command()
 @combine(DATA, OUT, MODEL, TRUST_REMOTE_CODE, CONFIG, MAX_TOKENS, TEMPERATURE, TEMPLATE, MCQ_TEMPLATE, FORCE, QUIET)
@@ -117,17 +120,34 @@ def train(out, config_file, force, quiet, **overrides):
 
 @click.command()
 @combine(OUT, TEST, FIELDS, MODEL, TRUST_REMOTE_CODE, CONFIG, MAX_TOKENS, GRADE_OPTIONS, FORCE, QUIET)
+@click.option("--general", is_flag=True, help=GENERAL_HELP)
 @user_errors
-def evaluate(out, config_file, force, quiet, **overrides):
-    """Stage 5: accuracy of base and base + adapters on --test, side by side.
+def evaluate(out, config_file, force, quiet, general, **overrides):
+    """Stage 5: accuracy of base and base + adapters on --test, side by side; with --general, on general
+    multiple-choice sets too (what the adaptation cost outside the domain).
 
     \b
     Example:
       slearn evaluate --out runs/demo --test test.jsonl
+      slearn evaluate --out runs/demo --general
     """
     from slearn_mlx import pipeline
+    from slearn_mlx.general import evaluate_general
+    from slearn_mlx.runs import lock_run, update_report
 
-    run_stage(pipeline.stage_evaluate, "evaluate", out, config_file, force, quiet, overrides)
+    run, config = session(out, config_file, overrides)
+    if force:
+        pipeline.start_over(run, config, "evaluate")
+    models = pipeline.SharedModel(config.model, config.trust_remote_code)
+    if config.test or not general:
+        click.echo(str(pipeline.stage_evaluate(run, config, models, progress=not quiet)))
+    if general:
+        if not run.config.exists():
+            raise click.ClickException(f"{run.root}: not a run directory (no config.json); give the --out of a run")
+        lock_run(run)
+        summary = evaluate_general(*models.get(), run)
+        update_report(run, general=summary.to_json())
+        click.echo(str(summary))
 
 
 @click.command(name="try")
@@ -232,10 +252,11 @@ def run(out, config_file, force, quiet, calibrate, calibrate_sample, labels, met
     help="Train every strategy this many times with different seeds (data order, draws, LoRA's initial weights).",
 )  # fmt: skip
 @combine(CALIBRATE, LABELS)
+@click.option("--general", is_flag=True, help=GENERAL_HELP)
 @combine(COMPARE_SELECT_OPTIONS, TRAIN_OPTIONS)
 @combine(QUIET)
 @user_errors
-def compare(out, config_file, quiet, strategies, seeds, calibrate, labels, **overrides):
+def compare(out, config_file, quiet, strategies, seeds, calibrate, labels, general, **overrides):
     """The paper's experiment: full fine-tuning against self-learning strategies, side by side, over seeds.
 
     Trains the same base with the same settings on every pair (all) and on each
@@ -257,11 +278,13 @@ def compare(out, config_file, quiet, strategies, seeds, calibrate, labels, **ove
     selections = [parse_strategy(s, config.select) for s in strategies or DEFAULT_STRATEGIES]
     report = run_compare(
         Path(out), config, selections, seeds=seeds, echo=click.echo, progress=not quiet,
-        calibrate_labels=labels if calibrate else None,
+        calibrate_labels=labels if calibrate else None, general=general,
     )  # fmt: skip
     for row in rows(report):
         ratio = f" ({row['time_vs_full']:.2f}x the full set's)" if "time_vs_full" in row else ""
         retention = "-" if row["retention"] is None else f"{100 * row['retention']:.1f}%"
+        if row.get("general") is not None:
+            retention += f", general skills {100 * row['general']:.1f}%"
         accuracy = "-" if row["accuracy"] is None else f"{100 * row['accuracy']:.1f}%"
         click.echo(
             f"{row['strategy']}: {row['n_trained']} pairs, {row['total_seconds']:.1f} s{ratio}, "
