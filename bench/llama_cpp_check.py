@@ -10,7 +10,7 @@ model on the run's own questions:
 
 Needs llama-cpp-python (a source build; see BENCHMARKS.md for the pinned version and the build time):
 
-    python bench/llama_cpp_check.py RUN [--types F16,Q8_0,Q4_K_M] [--n 100] [--max-tokens 24]
+    python bench/llama_cpp_check.py RUN [--types F16,Q8_0,Q4_K_M] [--n 100] [--max-tokens 24] [--model DIR]
 """
 
 from __future__ import annotations
@@ -64,11 +64,13 @@ def main() -> None:
     parser.add_argument("--types", default="F16,Q8_0,Q4_K_M")
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--max-tokens", type=int, default=24)
+    parser.add_argument("--model", help="The run's model imported again elsewhere (the same weights) [the run's]")
     args = parser.parse_args()
     run = RunDir(args.run)
     config = json.loads(run.config.read_text())
     items = load_items(config["data"])[: args.n]
-    model, tokenizer = load_model(config["model"], adapter_path=run.adapters)
+    model_dir = args.model or config["model"]
+    model, tokenizer = load_model(model_dir, adapter_path=run.adapters)
     fuse_adapters(model)
     eos = {tokenizer.eos_token_id}
     strings = ([item.question for item in items] + [item.reference_text for item in items] + EXTRA)[: args.n]
@@ -78,7 +80,7 @@ def main() -> None:
     print(f"{args.run}: mlx fused model answered {len(prompts)} questions in {time.perf_counter() - start:.1f} s")
     rows = []
     for qtype in args.types.split(","):
-        exported = export_run(run, config["model"], "gguf", qtype.lower(), args.run / "export" / "check")
+        exported = export_run(run, model_dir, "gguf", qtype.lower(), args.run / "export" / "check")
         llama = Llama(str(exported.path), n_ctx=1024, logits_all=False, verbose=False)
         same_tokens = sum(
             llama.tokenize(s.encode(), add_bos=False, special=True) == tokenizer.encode(s, add_special_tokens=False)

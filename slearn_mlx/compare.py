@@ -31,7 +31,8 @@ from typing import Callable
 from slearn_mlx import distributed
 from slearn_mlx.config import RunConfig
 from slearn_mlx.errors import ConfigError
-from slearn_mlx.general import evaluate_general
+from slearn_mlx.general import GeneralSummary, evaluate_general
+from slearn_mlx.knowledge_map import knowledge_map, probe_adapted
 from slearn_mlx.pipeline import (
     SharedModel,
     stage_answer,
@@ -41,7 +42,7 @@ from slearn_mlx.pipeline import (
     stage_select,
     stage_train,
 )
-from slearn_mlx.probe import PROBE_GRADER
+from slearn_mlx.probe import PROBE_GRADER, Frame, Knowledge
 from slearn_mlx.records import Grade
 from slearn_mlx.report import write_reports
 from slearn_mlx.runs import RunDir, load_run_items, lock_run, read_json, read_records
@@ -246,28 +247,21 @@ def run_compare(
             echo(f"{tag} {stage_select(run, seeded, models, progress=progress)}")
             echo(f"{tag} {stage_train(run, seeded, models, progress=progress)}")
             echo(f"{tag} {stage_evaluate(run, seeded, models, progress=progress, known_items=known)}")
-            kept = evaluate_general(*models.get(), run, base_general.base) if base_general else None
-            if kept is not None:
-                echo(f"{tag} {kept}")
-            adapted = kept.adapted.overall if kept is not None and kept.adapted is not None else None
-            runs.append(_seed_result(run, source_report, strategy, k, adapted))
+            runs.append(_seed_result(run, source_report, strategy, k, _general(run, base_general, models, echo, tag)))
         results.append((strategy, runs))
 
     report = {
-        "model": base_report.get("model"),
-        "data": str(config.data),
-        "test": str(config.test),
-        "n_items": base_report.get("n_items"),
-        "n_wrong": base_report.get("n_wrong"),
-        "n_test": base_report.get("n_test"),
-        "grader": answering.grade.grader,
-        "base_accuracy": base_report.get("base_accuracy"),
-        "seeds": seeds,
-        "train": asdict(config.train),
+        "model": base_report.get("model"), "data": str(config.data), "test": str(config.test),
+        "n_items": base_report.get("n_items"), "n_wrong": base_report.get("n_wrong"),
+        "n_test": base_report.get("n_test"), "grader": answering.grade.grader,
+        "base_accuracy": base_report.get("base_accuracy"), "seeds": seeds, "train": asdict(config.train),
         "strategies": summarize(results, base_general.base.overall if base_general else None),
-    }
+    }  # fmt: skip
     if base_general is not None:
         report["general_base"] = base_general.base.per_set | {"overall": base_general.base.overall}
+    mapped = next((s for s in strategies if s.probe and not s.select.all), None)
+    if mapped is not None:
+        report["knowledge_map"] = _knowledge_maps(probe_base, probing, mapped, seeds, out, models, progress)
     write_reports(out, report)
     return report
 
@@ -291,6 +285,31 @@ def _probe_base(
         calibration, probing = stage_calibrate(run, probing, calibrate_labels, models, progress=progress)
         echo(f"[probe] {calibration}")
     return probing
+
+
+def _general(run: RunDir, base: GeneralSummary | None, models: SharedModel, echo, tag: str) -> float | None:
+    """The adapted model's general score (with --general), the base model's shared from the base run."""
+    if base is None:
+        return None
+    kept = evaluate_general(*models.get(), run, base.base)
+    echo(f"{tag} {kept}")
+    return kept.adapted.overall if kept.adapted is not None else None
+
+
+def _knowledge_maps(probe_base: RunDir, probing: RunConfig, strategy: Strategy, seeds: int, out: Path,
+                    models: SharedModel, progress: bool) -> dict:  # fmt: skip
+    """The knowledge map of the training items by the base model's probe, and by `strategy`'s adapted model (its
+    first seed), read the same way."""
+    items = load_run_items(probe_base)
+    cut, grade = probing.grade.cut, probing.grade
+    run = RunDir(out / strategy.name / "seed0" if seeds > 1 else out / strategy.name)
+    frame = Frame.for_items(grade.probe_frame, items, grade.probe_lead)
+    adapted = probe_adapted(*models.get(), run, items, frame, probing.answer, grade.batch_size, progress)
+    base = knowledge_map(items, read_records(probe_base.probe, Knowledge), cut)
+    return {
+        "strategy": strategy.name, "base": base.to_json(), "adapted": knowledge_map(items, adapted, cut).to_json(),
+        "moved": {item.id: adapted[item.id].p_reference for item in base.least_known if item.id in adapted},
+    }  # fmt: skip
 
 
 def summarize(results: list[tuple[Strategy, list[SeedResult]]], general_base: float | None = None) -> list[dict]:

@@ -23,7 +23,6 @@ import csv
 import hashlib
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,7 +30,7 @@ import jsonlines
 
 from slearn_mlx.common import quoted
 from slearn_mlx.errors import UserError
-from slearn_mlx.options import option
+from slearn_mlx.fields import Fields
 from slearn_mlx.records import QAItem
 
 FORMATS = "question+answer, prompt+completion, messages, or instruction+output"
@@ -46,29 +45,6 @@ class DataError(UserError, ValueError):
         what = f"field '{field}': {problem}" if field else problem
         super().__init__(f"{where}: {what}")
         self.path, self.line, self.field, self.problem, self.unit = str(path), line, field, problem, unit
-
-
-@dataclass(frozen=True)
-class Fields:
-    """Which of a file's fields hold the question, the answer, the options and the id; None: the usual names."""
-
-    question: str | None = option(None, "The field holding the question.", flag="--question-field", shown="question")
-    answer: str | None = option(None, "The field holding the reference answer.", flag="--answer-field", shown="answer")
-    options: str | None = option(None, "The field holding the options.", flag="--options-field", shown="options")
-    id: str | None = option(None, "The field holding each item's id.", flag="--id-field", shown="id, else a hash")
-
-    def problems(self) -> list[str]:
-        return [f"fields.{k}: empty" for k, v in vars(self).items() if v is not None and not v.strip()]
-
-    def renamed(self, obj: dict) -> dict:
-        """The record with the mapped fields under the usual names ("question", "answer", "options", "id")."""
-        mapping = {name: source for name, source in vars(self).items() if source is not None}
-        if not mapping:
-            return obj
-        sources = set(mapping.values())
-        renamed = {k: v for k, v in obj.items() if k not in sources and k not in mapping}
-        renamed |= {name: obj[source] for name, source in mapping.items() if source in obj}
-        return renamed
 
 
 def _encodable(value: str, field: str, path, line: int) -> str:
@@ -420,6 +396,12 @@ def _first_line(exc: BaseException) -> str:
     return text[:160] or type(exc).__name__
 
 
+def _category(obj, fields: Fields) -> str | None:
+    """The item's category, where its record has one: a short label, not a field to check."""
+    value = fields.renamed(obj).get("category") if isinstance(obj, dict) else None
+    return None if value is None or isinstance(value, (dict, list)) else str(value).strip()[:80] or None
+
+
 def load_items(path: str | Path, fields: Fields = Fields()) -> list[QAItem]:
     """Read a QA file into items; raise DataError naming file, line (or row) and field on any problem."""
     items: list[QAItem] = []
@@ -442,7 +424,7 @@ def load_items(path: str | Path, fields: Fields = Fields()) -> list[QAItem]:
                 unit,
             )
         seen[item_id] = position
-        items.append(QAItem(item_id, question, reference, options, aliases or None))
+        items.append(QAItem(item_id, question, reference, options, aliases or None, _category(obj, fields)))
     if not items:
         raise DataError(path, None, None, "no items (the file is empty)")
     return items

@@ -51,6 +51,7 @@ def forget_adapted(run: RunDir) -> None:
         run.eval_answers(variant).unlink(missing_ok=True)
         run.eval_grades(variant).unlink(missing_ok=True)
     run.general.unlink(missing_ok=True)
+    run.adapted_probe.unlink(missing_ok=True)
 
 
 def accuracy(items: list[QAItem], grades: dict[str, Grade]) -> float:

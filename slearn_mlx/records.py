@@ -32,11 +32,13 @@ class QAItem(Record):
     reference: str
     options: dict[str, str] | None = None
     aliases: list[str] | None = None
+    category: str | None = None  # a subject or topic, for the knowledge map
 
     def to_json(self) -> dict[str, Any]:
         obj = asdict(self)
-        if not self.aliases:
-            del obj["aliases"]  # items.jsonl as before for items without aliases
+        for name in ("aliases", "category"):
+            if not obj[name]:
+                del obj[name]  # items.jsonl as before for items without them
         return obj
 
     @property

@@ -4,6 +4,7 @@ SVG, so the page opens offline with nothing beside it."""
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 
 from slearn_mlx.common import pct
@@ -98,9 +99,89 @@ def markdown(report: dict) -> str:
         "train for self-learning, select + train for the full set (`all`); model loading and evaluation aside. "
         "vs full: the mean over seeds of the difference to `all` trained with the same seed, with its 95% interval. "
         "Retention: the adapted model's accuracy on the training items the base model answered correctly.",
-        "",
     ]
-    return "\n".join(lines)
+    if report.get("knowledge_map"):
+        lines += map_markdown(report["knowledge_map"])
+    return "\n".join(lines + [""])
+
+
+def map_markdown(maps: dict) -> list[str]:
+    """The knowledge map as markdown: the spread of P(reference) by decade, base and adapted; the share known per
+    category; the least known items."""
+    base, adapted = maps["base"], maps["adapted"]
+    cut = base["threshold"]
+    lines = ["", f"## What the model knows: the knowledge map (the probe; known at P(reference) >= {cut:g})", "",
+             f"Training items known: base {base['n_known']} of {base['n_items']}"
+             + (f" ({base['n_items'] - base['n_read']} unread)" if base["n_read"] < base["n_items"] else "")
+             + f" -> adapted ({maps['strategy']}, first seed) {adapted['n_known']} of {adapted['n_items']}.", "",
+             "| log10 P(reference) | base | adapted |", "| --- | ---: | ---: |"]  # fmt: skip
+    for b, a in zip(base["bins"], adapted["bins"]):
+        mark = " (known)" if b["low"] >= math.log10(cut) - 1e-12 else ""
+        lines.append(f"| [{b['low']:g}, {b['high']:g}){mark} | {b['count']} | {a['count']} |")
+    if base["categories"]:
+        after = {c["name"]: c for c in adapted["categories"]}
+        lines += ["", "| category | items | known: base | adapted |", "| --- | ---: | ---: | ---: |"]
+        for c in base["categories"]:
+            a = after.get(c["name"], {"n_known": 0, "n_items": c["n_items"]})
+            lines.append(f"| {c['name']} | {c['n_items']} | {pct(c['n_known'] / c['n_items'])} "
+                         f"| {pct(a['n_known'] / a['n_items'])} |")  # fmt: skip
+    now = maps.get("moved", {})  # the adapted model's P(reference) of the base model's least known
+    lines += ["", "Least known by the base model:", "", "| question | reference | P base | P adapted |",
+              "| --- | --- | ---: | ---: |"]  # fmt: skip
+    for item in base["least_known"]:
+        cell = lambda t: " ".join(t.split()).replace("|", "\\|")[:90]  # noqa: E731
+        later = f"{now[item['id']]:.2g}" if item["id"] in now else "-"
+        lines.append(f"| {cell(item['question'])} | {cell(item['reference'])} | {item['p_reference']:.2g} | {later} |")
+    return lines
+
+
+def map_plot(maps: dict, width: int = 700) -> str:
+    """P(reference) by decade, base and adapted side by side, the threshold as a line: what training moved."""
+    base, adapted = maps["base"], maps["adapted"]
+    n_bins, bar, left, top = len(base["bins"]), 9, 110, 24
+    height = top + n_bins * (2 * bar + 4) + 10
+    peak = max([b["count"] for b in base["bins"]] + [a["count"] for a in adapted["bins"]] + [1])
+    scale = (width - left - 60) / peak
+    body = [f'<rect x="{left}" y="4" width="10" height="10" fill="{COLORS[1]}"/>', _text(left + 14, 13, "base"),
+            f'<rect x="{left + 60}" y="4" width="10" height="10" fill="{COLORS[0]}"/>',
+            _text(left + 74, 13, f"adapted ({maps['strategy']})")]  # fmt: skip
+    cut = math.log10(base["threshold"])
+    for i, (b, a) in enumerate(zip(reversed(base["bins"]), reversed(adapted["bins"]))):
+        yy = top + i * (2 * bar + 4)
+        body.append(_text(left - 6, yy + bar + 4, f"[{b['low']:g}, {b['high']:g})", "end"))
+        for j, (count, color) in enumerate(((b["count"], COLORS[1]), (a["count"], COLORS[0]))):
+            body.append(f'<rect x="{left}" y="{yy + j * bar}" width="{count * scale:.1f}" height="{bar - 1}" '
+                        f'fill="{color}"/>')  # fmt: skip
+            body.append(_text(left + count * scale + 4, yy + j * bar + bar - 1, str(count)))
+        if abs(b["low"] - cut) < 1e-12:  # the first bin below the threshold starts after this one
+            line_y = yy + 2 * bar + 2
+            body += [f'<line x1="{left - 100}" y1="{line_y}" x2="{width - 10}" y2="{line_y}" stroke="#c44e52" '
+                     'stroke-dasharray="4 3"/>', _text(width - 12, line_y - 3, f"known above: P >= {base['threshold']:g}",
+                     "end", fill="#c44e52")]  # fmt: skip
+    return _svg(width, height, body, "The knowledge map: training items by log10 P(reference), base and adapted")
+
+
+def map_tables(maps: dict) -> str:
+    """The markdown tables of the map, as HTML tables."""
+    out, rows_ = [], []
+    for line in map_markdown(maps)[3:]:
+        if line.startswith("|"):
+            rows_.append([c.strip().replace("\\|", "|") for c in line.strip("|").split(" | ")])
+        else:
+            if rows_:
+                out.append(_html_table(rows_[0], [r for r in rows_[2:]]))
+                rows_ = []
+            if line.strip():
+                out.append(f"<p>{html.escape(line)}</p>")
+    if rows_:
+        out.append(_html_table(rows_[0], rows_[2:]))
+    return "\n".join(out)
+
+
+def _html_table(head: list[str], cells: list[list[str]]) -> str:
+    header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in cells)
+    return f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>"
 
 
 # --------------------------------------------------------------------------- SVG plots
@@ -342,5 +423,13 @@ the adapted model's accuracy on the training items the base model answered corre
 {accuracy_plot(report)}
 {time_plot(report)}
 {loss_plot(report)}
+{_map_section(report)}
 </body></html>
 """
+
+
+def _map_section(report: dict) -> str:
+    maps = report.get("knowledge_map")
+    if not maps:
+        return ""
+    return f"<h2>What the model knows</h2>\n{map_plot(maps)}\n{map_tables(maps)}"

@@ -68,6 +68,7 @@ class RunDir:
     adapters = property(lambda self: self.root / "adapters")
     eval_dir = property(lambda self: self.root / "eval")
     general = property(lambda self: self.root / "eval" / "general.json")  # general skills, base and adapted
+    adapted_probe = property(lambda self: self.root / "eval" / "adapted_probe.jsonl")  # the probe, adapted model
     report = property(lambda self: self.root / "report.json")
     rephrased = property(lambda self: self.root / "rephrased.jsonl")
     fingerprint = property(lambda self: self.root / "fingerprint.json")

@@ -14,11 +14,24 @@ LAYERS = (
         {"slearn_mlx", "errors", "common", "records", "options", "_blas", "distributed", "progress", "prompts", "runs"},
     ),  # fmt: skip
     ("models", {"models", "environment"}),
-    ("data", {"data"}),
+    ("data", {"data", "fields"}),
     (
         "stages",
-        {"answer", "judge", "probe", "calibrate", "grade", "select", "training", "evaluate", "ask", "report", "export",
-         "general"},
+        {
+            "answer",
+            "judge",
+            "probe",
+            "calibrate",
+            "grade",
+            "select",
+            "training",
+            "evaluate",
+            "ask",
+            "report",
+            "export",
+            "general",
+            "knowledge_map",
+        },
     ),  # fmt: skip
     ("run", {"config", "fingerprint"}),
     ("pipeline", {"pipeline"}),
