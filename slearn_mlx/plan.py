@@ -1,9 +1,9 @@
 """`slearn plan`: before a run, what the model knows of a QA set and what adapting it will cost.
 
 The knowledge test is the run's own probe (with an output directory, the very one `slearn run` then reuses). The cost
-of each way to train is its steps, counted as the trainer counts them from the pairs each selection writes, times
-the seconds a step takes here, timed on a few real training steps of the set's own pairs, plus the setup the trainer
-does once per run (the frozen blocks' pass over the pairs, the first compilation).
+of each way to train is the batches the trainer will run on the pairs its selection writes (their order and padding
+as the trainer makes them), priced by a cost fitted on a few real training steps of the set's own pairs here:
+seconds per padded token, a compilation per new batch width, and the setup done once per run.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from slearn_mlx.config import RunConfig
 from slearn_mlx.errors import ConfigError
 from slearn_mlx.models.load import resolve_model
@@ -23,10 +25,11 @@ from slearn_mlx.probe import PROBE_GRADER, Knowledge
 from slearn_mlx.records import Grade
 from slearn_mlx.runs import RunDir, load_run_items, read_records, write_json_atomic
 from slearn_mlx.select import SelectConfig, select_unknown
-from slearn_mlx.training.batches import pair_epochs, planned_steps, read_chat_rows
-from slearn_mlx.training.loop import TrainHooks, train_adapters
+from slearn_mlx.training.batches import PAD_MULTIPLE, batch_order, make_batch, pair_epochs
+from slearn_mlx.training.config import TrainConfig
+from slearn_mlx.training.loop import TrainData, TrainHooks, train_adapters
 
-TIMED_STEPS = 6  # steps timed after the first (which compiles); more move the forecast by a few percent at most
+TIMED_STEPS, MAX_TIMED_STEPS = 8, 24  # steps timed: at least 8, and until 3 of them reuse a compiled width
 BUDGETS = (0.25, 0.5)
 
 
@@ -43,6 +46,23 @@ class Way:
 
 
 @dataclass(frozen=True)
+class StepCost:
+    """What training costs here, fitted on a few timed steps: a step's seconds grow with its batch's padded tokens,
+    and a batch of a width not seen before compiles the step again."""
+
+    setup: float  # once per run, for the whole set: reading the pairs, the frozen blocks' pass
+    per_token: float  # seconds per padded token of a training batch
+    per_shape: float  # seconds to compile the step for a new batch width
+
+    def seconds(self, shapes: list[tuple[int, int]], valid_tokens: int, epochs: int, share: float) -> float:
+        """A training of these batches ((rows, width) each): its setup (for `share` of the set), its steps, the
+        compilations of its widths, and the validation pass each epoch (a forward pass, about a third of a step)."""
+        tokens = sum(rows * width for rows, width in shapes)
+        n_shapes = len({width for _, width in shapes})
+        return self.setup * share + self.per_token * (tokens + epochs * valid_tokens / 3) + self.per_shape * n_shapes
+
+
+@dataclass(frozen=True)
 class Plan:
     n_items: int
     n_known: int  # known by the probe's verdict
@@ -50,8 +70,7 @@ class Plan:
     known_band: tuple[float, float]  # 95% band of the share known
     threshold: float
     probe_seconds: float
-    setup_seconds: float  # the trainer's once-per-run work, for the whole set
-    step_seconds: float
+    cost: StepCost  # what training costs here, timed
     ways: list[Way]
     command: str
     why: str
@@ -67,8 +86,8 @@ class Plan:
             f"known: {self.n_known} of {self.n_items} ({100 * self.n_known / self.n_items:.0f}%; 95% band "
             f"{100 * low:.0f}-{100 * high:.0f}%) by the probe, P(reference) >= {self.threshold:g}{unread}; "
             f"read in {self.probe_seconds:.1f} s",
-            f"a training step takes {self.step_seconds:.2f} s here (timed on {TIMED_STEPS} steps of these pairs), "
-            f"plus {self.setup_seconds:.1f} s of setup",
+            f"training here (timed on a few steps of these pairs): {1000 * self.cost.per_token:.2f} s per 1,000 "
+            f"batch tokens, {self.cost.per_shape:.1f} s to compile each batch width, {self.cost.setup:.1f} s of setup",
             "",
             f"{'':18} {'pairs (full + once)':>20} {'steps':>6} {'minutes':>8} {'vs full':>8}",
         ]
@@ -102,42 +121,77 @@ def known_band(knowledge: list[Knowledge], n_items: int, threshold: float) -> tu
     return max(0.0, mean - 1.96 * spread), min(1.0, mean + 1.96 * spread)
 
 
-def time_steps(config: RunConfig, train_dir: Path, steps: int = TIMED_STEPS) -> tuple[float, float]:
-    """(setup seconds, seconds per step) of training the pairs of `train_dir`: a few real steps, timed, their
-    adapters thrown away. The model is loaded for this alone, since training changes it."""
-    model, tokenizer = SharedModel(config.model, config.trust_remote_code).get()
+def planned_shapes(data: TrainData, config: TrainConfig) -> list[tuple[int, int]]:
+    """(rows, width) of every batch the trainer will run on `data`, in its order (its seeds, its padding)."""
+    schedule = pair_epochs(data.rows, config.epochs, config.seed, config.rehearse_last)
+    batch_size = min(config.batch_size, len(data.rows))
+    shapes = []
+    for epoch in range(1, config.epochs + 1):
+        pool = [i for i in range(len(data.rows)) if epoch in schedule[i]]
+        for indices in batch_order(data.train_set, batch_size, np.random.default_rng([config.seed, epoch]), pool):
+            shapes.append((len(indices), _width(data.train_set, indices, config.max_seq_length)))
+    return shapes
+
+
+def _width(dataset, indices: list[int], max_seq_length: int) -> int:
+    longest = max(min(len(dataset[i][0]), max_seq_length) for i in indices)
+    return min(PAD_MULTIPLE * math.ceil((longest + 1) / PAD_MULTIPLE), max_seq_length)
+
+
+def valid_tokens(data: TrainData, config: TrainConfig) -> int:
+    if data.valid_set is None:
+        return 0
+    batches = batch_order(data.valid_set, min(config.batch_size, len(data.rows)))
+    return sum(len(b) * _width(data.valid_set, b, config.max_seq_length) for b in batches)
+
+
+def time_steps(models: SharedModel, config: RunConfig, train_dir: Path) -> StepCost:
+    """Train the pairs of `train_dir` for a few steps, timed (their adapters thrown away), and fit the step cost:
+    seconds per token on the steps whose width was compiled already, the compilation on the others. Training
+    changes the model: nothing may use it after."""
+    model, tokenizer = models.get()
     marks: list[float] = []
+    shapes: list[tuple[int, int]] = []
+
+    def batch(dataset, indices, max_seq_length):
+        made = make_batch(dataset, indices, max_seq_length)
+        shapes.append((len(indices), made.tokens.shape[1]))
+        return made
 
     def before_step(taken: int) -> bool:
         marks.append(time.perf_counter())
-        return taken > steps
+        repeats = len(shapes) - len({w for _, w in shapes})
+        return taken >= MAX_TIMED_STEPS or (taken >= TIMED_STEPS and repeats >= 3)
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="slearn-plan-") as tmp:
         train_config = replace(config.train, checkpoint_every=10**9)
         train_adapters(model, tokenizer, train_dir, Path(tmp) / "adapters", train_config, progress=False,
-                       hooks=TrainHooks(before_step=before_step))  # fmt: skip
-    intervals = [b - a for a, b in zip(marks, marks[1:])]
-    if len(intervals) < 2:  # fewer pairs than a couple of batches: the whole training was timed
-        return 0.0, (time.perf_counter() - start) / max(len(intervals), 1)
-    per_step = statistics.median(intervals[1:])
-    setup = (marks[0] - start) + max(intervals[0] - per_step, 0.0)  # the first step compiles
-    return setup, per_step
+                       hooks=TrainHooks(make_batch=batch, before_step=before_step))  # fmt: skip
+    steps = [(b - a, rows * width, width) for (a, b), (rows, width) in zip(zip(marks, marks[1:]), shapes)]
+    seen: set[int] = set()
+    again, first = [], []
+    for seconds, tokens, width in steps:
+        (again if width in seen else first).append((seconds, tokens))
+        seen.add(width)
+    timed = again or first  # every step a new width: compilation is counted in the rate
+    per_token = sum(t for t, _ in timed) / sum(n for _, n in timed)
+    per_shape = statistics.mean(max(t - per_token * n, 0.0) for t, n in first) if again and first else 0.0
+    return StepCost(marks[0] - start if marks else 0.0, per_token, per_shape)
 
 
-def way_of(name: str, select: SelectConfig, config: RunConfig, run: RunDir, grades: dict[str, Grade],
-           tmp: Path) -> tuple[str, Path, int, int, int]:  # fmt: skip
+def way_of(name: str, select: SelectConfig, config: RunConfig, run: RunDir, grades: dict[str, Grade], tmp: Path,
+           tokenizer) -> tuple[str, Path, int, int, TrainData | None]:  # fmt: skip
     """Write the pairs `select` picks to a directory of their own: (name, directory, pairs in every epoch, pairs
-    once, steps)."""
+    once, the pairs as the trainer reads them)."""
     train_dir = tmp / name.replace(" ", "-")
-    items = load_run_items(run)
-    select_unknown(items, grades, train_dir, select, config.answer, config.grade.cut)
-    rows = read_chat_rows(train_dir / "train.jsonl")
-    schedule = pair_epochs(rows, config.train.epochs, config.train.seed, config.train.rehearse_last)
+    select_unknown(load_run_items(run), grades, train_dir, select, config.answer, config.grade.cut)
+    data = TrainData.read(train_dir, tokenizer, config.train)
+    if data is None:
+        return name, train_dir, 0, 0, None
+    schedule = pair_epochs(data.rows, config.train.epochs, config.train.seed, config.train.rehearse_last)
     once = sum(len(epochs) < config.train.epochs for epochs in schedule)
-    batch_size = max(1, min(config.train.batch_size, len(rows)))
-    steps = planned_steps(schedule, config.train.epochs, batch_size) if rows else 0
-    return name, train_dir, len(rows) - once, once, steps
+    return name, train_dir, len(data.rows) - once, once, data
 
 
 def make_plan(run: RunDir, config: RunConfig, *, command: str, budgets=BUDGETS, progress: bool = True) -> Plan:
@@ -145,36 +199,39 @@ def make_plan(run: RunDir, config: RunConfig, *, command: str, budgets=BUDGETS, 
     if config.grade.grader != PROBE_GRADER:
         raise ConfigError(f"slearn plan reads what the model knows with the probe, not --grader {config.grade.grader}")
     start = time.perf_counter()
-    probe = stage_probe(run, config, SharedModel(config.model, config.trust_remote_code), progress=progress)
-    items = load_run_items(run)
-    knowledge = read_records(run.probe, Knowledge)
-    grades = read_records(run.grades, Grade)
+    models = SharedModel(config.model, config.trust_remote_code)
+    probe = stage_probe(run, config, models, progress=progress)
+    items, knowledge, grades = load_run_items(run), read_records(run.probe, Knowledge), read_records(run.grades, Grade)
+    selections = [("full fine-tuning", replace(config.select, all=True, budget=None)), ("default", config.select)]
+    selections += [(f"budget {b:g}", replace(config.select, budget=b)) for b in budgets]
     with tempfile.TemporaryDirectory(prefix="slearn-plan-") as tmp:
-        selections = [("full fine-tuning", replace(config.select, all=True, budget=None)), ("default", config.select)]
-        selections += [(f"budget {b:g}", replace(config.select, budget=b)) for b in budgets]
-        ways = [way_of(name, select, config, run, grades, Path(tmp)) for name, select in selections]
-        setup, per_step = time_steps(config, ways[0][1])
+        ways = [way_of(name, select, config, run, grades, Path(tmp), models.get()[1]) for name, select in selections]
+        cost = time_steps(models, config, ways[0][1])
     full_rows = ways[0][2] + ways[0][3]
     forecast = []
-    for name, _, n_full, n_once, steps in ways:
+    for name, _, n_full, n_once, data in ways:
+        shapes = planned_shapes(data, config.train) if data is not None else []
+        seconds = cost.seconds(shapes, valid_tokens(data, config.train), config.train.epochs,
+                               (n_full + n_once) / full_rows) if data is not None else 0.0  # fmt: skip
         probing = name != "full fine-tuning"
-        seconds = (probe.seconds if probing else 0.0) + setup * (n_full + n_once) / full_rows + steps * per_step
-        forecast.append(Way(name, n_full, n_once, steps, seconds))
+        forecast.append(Way(name, n_full, n_once, len(shapes), seconds + (probe.seconds if probing else 0.0)))
     full = forecast[0].seconds
     forecast = [replace(way, vs_full=way.seconds / full) for way in forecast]
-    default = forecast[1]
-    if default.vs_full >= 0.95:
-        why = (f"the model knows little of this set ({probe.n_known} of {probe.n_items}): the default trains nearly "
-               f"all of it, at {default.vs_full:.2f}x of full fine-tuning's time, and keeps what it knew")  # fmt: skip
-    else:
-        why = (f"the default trains the {default.n_full} pairs the model does not know in every epoch and rehearses "
-               f"the {default.n_rehearsed} it knows once: {default.vs_full:.2f}x of full fine-tuning's time, measured "
-               "within a few points of its accuracy; a budget saves more and loses accuracy where the model does not "
-               "know the rest")  # fmt: skip
     return Plan(
         len(items), probe.n_known, probe.n_unread, known_band(list(knowledge.values()), len(items), probe.threshold),
-        probe.threshold, probe.seconds, setup, per_step, forecast, command, why, time.perf_counter() - start,
+        probe.threshold, probe.seconds, cost, forecast, command, recommendation(probe, forecast[1]),
+        time.perf_counter() - start,
     )  # fmt: skip
+
+
+def recommendation(probe, default: Way) -> str:
+    if default.vs_full >= 0.95:
+        return (f"the model knows little of this set ({probe.n_known} of {probe.n_items}): the default trains nearly "
+                f"all of it, at {default.vs_full:.2f}x of full fine-tuning's time, and keeps what it knew")  # fmt: skip
+    return (f"the default trains the {default.n_full} pairs the model does not know in every epoch and rehearses the "
+            f"{default.n_rehearsed} it knows once: {default.vs_full:.2f}x of full fine-tuning's time, measured within "
+            "a few points of its accuracy; a budget saves more and loses accuracy where the model does not know the "
+            "rest")  # fmt: skip
 
 
 def save_plan(run: RunDir, plan: Plan, config: RunConfig) -> Path:

@@ -44,7 +44,7 @@ def test_plan_counts_each_ways_steps_and_writes_nothing_without_out(runner, tiny
     assert list(ways) == ["full fine-tuning", "default", "budget 0.25", "budget 0.5"]
     full = ways["full fine-tuning"]
     assert (full["n_full"], full["n_rehearsed"], full["steps"]) == (24, 0, 3 * 6)
-    assert full["vs_full"] == 1.0 and plan["step_seconds"] > 0
+    assert full["vs_full"] == 1.0 and plan["cost"]["per_token"] > 0 and plan["cost"]["setup"] > 0
     # The tiny model knows none of it: the default trains everything, and costs the probe on top.
     assert plan["n_known"] == 0 and ways["default"]["n_full"] == 24
     assert ways["default"]["seconds"] == pytest.approx(full["seconds"] + plan["probe_seconds"], rel=1e-6)
@@ -75,3 +75,32 @@ def test_a_run_on_the_plans_directory_reuses_its_knowledge_test(runner, tiny_mod
 def test_plan_refuses_a_grader_that_needs_answers(runner, tiny_model, qa_file):
     result = runner.invoke(cli, ["plan", "--data", str(qa_file), "--model", tiny_model, "--grader", "judge"])
     assert result.exit_code == 1 and "probe" in result.output and "Traceback" not in result.output
+
+
+def test_the_planned_batches_are_the_ones_the_trainer_runs(tiny_model, tmp_path):
+    """Every batch the forecast prices, in order and width, is one the trainer makes: rehearsed pairs in one epoch."""
+    from slearn_mlx.models.load import load_model
+    from slearn_mlx.plan import planned_shapes
+    from slearn_mlx.training.batches import make_batch
+    from slearn_mlx.training.config import TrainConfig
+    from slearn_mlx.training.loop import TrainData, TrainHooks, train_adapters
+
+    model, tokenizer = load_model(tiny_model)
+    rows = [{"messages": [{"role": "user", "content": f"Question {i}?" + " more" * (i % 5)},
+                          {"role": "assistant", "content": f"Answer {i}" + " x" * (i % 7)}]}
+            | ({"epochs": 1} if i % 3 == 0 else {}) for i in range(21)]  # fmt: skip
+    train_dir = tmp_path / "train"
+    train_dir.mkdir()
+    write_jsonl(train_dir / "train.jsonl", rows)
+    config = TrainConfig(epochs=3, batch_size=4, num_layers=1, seed=3)
+    seen = []
+
+    def batch(dataset, indices, max_seq_length):
+        made = make_batch(dataset, indices, max_seq_length)
+        seen.append((len(indices), made.tokens.shape[1]))
+        return made
+
+    train_adapters(model, tokenizer, train_dir, tmp_path / "adapters", config, progress=False,
+                   hooks=TrainHooks(make_batch=batch))  # fmt: skip
+    assert planned_shapes(TrainData.read(train_dir, tokenizer, config), config) == seen
+    assert len({width for _, width in seen}) > 1 and sum(rows for rows, _ in seen) == 14 * 3 + 7
