@@ -9,6 +9,7 @@ seconds per padded token, a compilation per new batch width, and the setup done 
 from __future__ import annotations
 
 import math
+import random
 import statistics
 import tempfile
 import time
@@ -23,13 +24,15 @@ from slearn_mlx.models.load import resolve_model
 from slearn_mlx.pipeline import SharedModel, stage_probe
 from slearn_mlx.probe import PROBE_GRADER, Knowledge
 from slearn_mlx.records import Grade
-from slearn_mlx.runs import RunDir, load_run_items, read_records, write_json_atomic
+from slearn_mlx.runs import RunDir, load_run_items, read_records, write_json_atomic, write_jsonl_atomic
 from slearn_mlx.select import SelectConfig, select_unknown
-from slearn_mlx.training.batches import PAD_MULTIPLE, batch_order, make_batch, pair_epochs
+from slearn_mlx.training.batches import PAD_MULTIPLE, batch_order, make_batch, pair_epochs, read_chat_rows
 from slearn_mlx.training.config import TrainConfig
 from slearn_mlx.training.loop import TrainData, TrainHooks, train_adapters
 
-TIMED_STEPS, MAX_TIMED_STEPS = 8, 24  # steps timed: at least 8, and until 3 of them reuse a compiled width
+# Timed: a sample of the pairs (the setup grows with them), at least 10 steps, and until 3 steps after the first
+# WARM_UP (slower: the allocator's first rounds) reuse a compiled width.
+TIMED_PAIRS, TIMED_STEPS, MAX_TIMED_STEPS, WARM_UP = 96, 10, 24, 3  # 96 pairs: 24 steps of 4 in one epoch
 BUDGETS = (0.25, 0.5)
 
 
@@ -50,16 +53,18 @@ class StepCost:
     """What training costs here, fitted on a few timed steps: a step's seconds grow with its batch's padded tokens,
     and a batch of a width not seen before compiles the step again."""
 
-    setup: float  # once per run, for the whole set: reading the pairs, the frozen blocks' pass
+    setup: float  # seconds per token of the pairs, once per run: reading them, the frozen blocks' pass
     per_token: float  # seconds per padded token of a training batch
     per_shape: float  # seconds to compile the step for a new batch width
 
-    def seconds(self, shapes: list[tuple[int, int]], valid_tokens: int, epochs: int, share: float) -> float:
-        """A training of these batches ((rows, width) each): its setup (for `share` of the set), its steps, the
-        compilations of its widths, and the validation pass each epoch (a forward pass, about a third of a step)."""
+    def seconds(self, shapes: list[tuple[int, int]], valid_tokens: int, epochs: int, pair_tokens: int) -> float:
+        """A training of these batches ((rows, width) each) on pairs of `pair_tokens` tokens in all: its setup, its
+        steps, the compilations of its widths, and the validation pass each epoch (a forward pass, about a third of
+        a step)."""
         tokens = sum(rows * width for rows, width in shapes)
         n_shapes = len({width for _, width in shapes})
-        return self.setup * share + self.per_token * (tokens + epochs * valid_tokens / 3) + self.per_shape * n_shapes
+        steps = self.per_token * (tokens + epochs * valid_tokens / 3)
+        return self.setup * pair_tokens + steps + self.per_shape * n_shapes
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,8 @@ class Plan:
             f"{100 * low:.0f}-{100 * high:.0f}%) by the probe, P(reference) >= {self.threshold:g}{unread}; "
             f"read in {self.probe_seconds:.1f} s",
             f"training here (timed on a few steps of these pairs): {1000 * self.cost.per_token:.2f} s per 1,000 "
-            f"batch tokens, {self.cost.per_shape:.1f} s to compile each batch width, {self.cost.setup:.1f} s of setup",
+            f"batch tokens, {self.cost.per_shape:.1f} s to compile each batch width, {1000 * self.cost.setup:.2f} s per "
+            "1,000 tokens of setup",
             "",
             f"{'':18} {'pairs (full + once)':>20} {'steps':>6} {'minutes':>8} {'vs full':>8}",
         ]
@@ -146,10 +152,13 @@ def valid_tokens(data: TrainData, config: TrainConfig) -> int:
 
 
 def time_steps(models: SharedModel, config: RunConfig, train_dir: Path) -> StepCost:
-    """Train the pairs of `train_dir` for a few steps, timed (their adapters thrown away), and fit the step cost:
-    seconds per token on the steps whose width was compiled already, the compilation on the others. Training
-    changes the model: nothing may use it after."""
+    """Train a seeded sample of the pairs of `train_dir` for a few steps, timed (their adapters thrown away), and fit
+    the cost: the setup per token of the pairs, seconds per batch token on the steps after the first few whose width
+    was compiled already, the compilation on the steps of a new width. Training changes the model: nothing may use
+    it after."""
     model, tokenizer = models.get()
+    rows = read_chat_rows(train_dir / "train.jsonl")
+    sample = [rows[i] for i in sorted(random.Random(0).sample(range(len(rows)), min(TIMED_PAIRS, len(rows))))]
     marks: list[float] = []
     shapes: list[tuple[int, int]] = []
 
@@ -160,24 +169,30 @@ def time_steps(models: SharedModel, config: RunConfig, train_dir: Path) -> StepC
 
     def before_step(taken: int) -> bool:
         marks.append(time.perf_counter())
-        repeats = len(shapes) - len({w for _, w in shapes})
+        repeats = len(shapes[WARM_UP:]) - len({w for _, w in shapes[WARM_UP:]})
         return taken >= MAX_TIMED_STEPS or (taken >= TIMED_STEPS and repeats >= 3)
 
-    start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="slearn-plan-") as tmp:
+        write_jsonl_atomic(Path(tmp) / "train.jsonl", ({"messages": row["messages"]} for row in sample))
         train_config = replace(config.train, checkpoint_every=10**9)
-        train_adapters(model, tokenizer, train_dir, Path(tmp) / "adapters", train_config, progress=False,
+        data = TrainData.read(Path(tmp), tokenizer, train_config)
+        start = time.perf_counter()
+        train_adapters(model, tokenizer, Path(tmp), Path(tmp) / "adapters", train_config, progress=False,
                        hooks=TrainHooks(make_batch=batch, before_step=before_step))  # fmt: skip
     steps = [(b - a, rows * width, width) for (a, b), (rows, width) in zip(zip(marks, marks[1:]), shapes)]
     seen: set[int] = set()
     again, first = [], []
-    for seconds, tokens, width in steps:
-        (again if width in seen else first).append((seconds, tokens))
+    for i, (seconds, tokens, width) in enumerate(steps):
+        if width not in seen:
+            first.append((seconds, tokens))
+        elif i >= WARM_UP:
+            again.append((seconds, tokens))
         seen.add(width)
     timed = again or first  # every step a new width: compilation is counted in the rate
     per_token = sum(t for t, _ in timed) / sum(n for _, n in timed)
     per_shape = statistics.mean(max(t - per_token * n, 0.0) for t, n in first) if again and first else 0.0
-    return StepCost(marks[0] - start if marks else 0.0, per_token, per_shape)
+    setup_tokens = sum(len(data.train_set[i][0]) for i in range(len(data.train_set)))
+    return StepCost((marks[0] - start) / setup_tokens if marks else 0.0, per_token, per_shape)
 
 
 def way_of(name: str, select: SelectConfig, config: RunConfig, run: RunDir, grades: dict[str, Grade], tmp: Path,
@@ -207,12 +222,13 @@ def make_plan(run: RunDir, config: RunConfig, *, command: str, budgets=BUDGETS, 
     with tempfile.TemporaryDirectory(prefix="slearn-plan-") as tmp:
         ways = [way_of(name, select, config, run, grades, Path(tmp), models.get()[1]) for name, select in selections]
         cost = time_steps(models, config, ways[0][1])
-    full_rows = ways[0][2] + ways[0][3]
     forecast = []
     for name, _, n_full, n_once, data in ways:
         shapes = planned_shapes(data, config.train) if data is not None else []
-        seconds = cost.seconds(shapes, valid_tokens(data, config.train), config.train.epochs,
-                               (n_full + n_once) / full_rows) if data is not None else 0.0  # fmt: skip
+        pair_tokens = sum(len(data.train_set[i][0]) for i in range(len(data.train_set))) if data is not None else 0
+        seconds = (
+            cost.seconds(shapes, valid_tokens(data, config.train), config.train.epochs, pair_tokens) if data else 0.0
+        )
         probing = name != "full fine-tuning"
         forecast.append(Way(name, n_full, n_once, len(shapes), seconds + (probe.seconds if probing else 0.0)))
     full = forecast[0].seconds

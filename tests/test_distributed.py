@@ -51,11 +51,25 @@ def start_until(args: list[str], tag: str, ready: Path) -> subprocess.Popen:
 
 
 def assert_same_run(expected: Path, got: Path) -> None:
-    """Every file byte for byte but the adapters, which are within TOLERANCE, and the losses they come from."""
+    """Every file byte for byte but the adapters, which are within TOLERANCE, and what comes from them alone: the
+    losses, and the probe's reading of the adapted model (the knowledge map), within a relative 1e-3."""
     problems = compare_runs(expected, got)
-    assert set(problems) <= {"differs adapters/adapters.safetensors", "differs train/losses.jsonl"}, problems
+    derived = {
+        "differs adapters/adapters.safetensors",
+        "differs train/losses.jsonl",
+        "differs eval/adapted_probe.jsonl",
+    }
+    assert set(problems) <= derived, problems
     if (expected / "adapters").exists():
         assert adapter_difference(expected / "adapters", got / "adapters") < TOLERANCE
+    if "differs eval/adapted_probe.jsonl" in problems:
+        one, two = (probe_reading(run / "eval" / "adapted_probe.jsonl") for run in (expected, got))
+        assert one.keys() == two.keys()
+        assert all(abs(one[k] - two[k]) <= 1e-3 * max(one[k], two[k]) + 1e-12 for k in one)
+
+
+def probe_reading(path: Path) -> dict[str, float]:
+    return {row["id"]: row["p_reference"] for row in map(json.loads, path.read_text().splitlines())}
 
 
 def adapter_difference(a: Path, b: Path) -> float:
