@@ -105,6 +105,15 @@ def markdown(report: dict) -> str:
     return "\n".join(lines + [""])
 
 
+def _p_bin(low: float, high: float) -> str:
+    """A bin of log10 P(reference) as a range of P: "1e-3 to 1e-2", "0.8 to 1"; the lowest bin holds all below."""
+
+    def p(x: float) -> str:
+        return "1" if x == 0 else f"1e{round(x)}" if abs(x - round(x)) < 1e-9 else f"{10**x:.2g}"
+
+    return f"below {p(high)}" if low <= -12 else f"{p(low)} to {p(high)}"
+
+
 def map_markdown(maps: dict) -> list[str]:
     """The knowledge map as markdown: the spread of P(reference) by decade, base and adapted; the share known per
     category; the least known items."""
@@ -114,10 +123,10 @@ def map_markdown(maps: dict) -> list[str]:
              f"Training items known: base {base['n_known']} of {base['n_items']}"
              + (f" ({base['n_items'] - base['n_read']} unread)" if base["n_read"] < base["n_items"] else "")
              + f" -> adapted ({maps['strategy']}, first seed) {adapted['n_known']} of {adapted['n_items']}.", "",
-             "| log10 P(reference) | base | adapted |", "| --- | ---: | ---: |"]  # fmt: skip
+             "| P(reference) | base | adapted |", "| --- | ---: | ---: |"]  # fmt: skip
     for b, a in zip(base["bins"], adapted["bins"]):
         mark = " (known)" if b["low"] >= math.log10(cut) - 1e-12 else ""
-        lines.append(f"| [{b['low']:g}, {b['high']:g}){mark} | {b['count']} | {a['count']} |")
+        lines.append(f"| {_p_bin(b['low'], b['high'])}{mark} | {b['count']} | {a['count']} |")
     if base["categories"]:
         after = {c["name"]: c for c in adapted["categories"]}
         lines += ["", "| category | items | known: base | adapted |", "| --- | ---: | ---: | ---: |"]
@@ -148,7 +157,7 @@ def map_plot(maps: dict, width: int = 700) -> str:
     cut = math.log10(base["threshold"])
     for i, (b, a) in enumerate(zip(reversed(base["bins"]), reversed(adapted["bins"]))):
         yy = top + i * (2 * bar + 4)
-        body.append(_text(left - 6, yy + bar + 4, f"[{b['low']:g}, {b['high']:g})", "end"))
+        body.append(_text(left - 6, yy + bar + 4, _p_bin(b["low"], b["high"]), "end"))
         for j, (count, color) in enumerate(((b["count"], COLORS[1]), (a["count"], COLORS[0]))):
             body.append(f'<rect x="{left}" y="{yy + j * bar}" width="{count * scale:.1f}" height="{bar - 1}" '
                         f'fill="{color}"/>')  # fmt: skip
@@ -158,7 +167,7 @@ def map_plot(maps: dict, width: int = 700) -> str:
             body += [f'<line x1="{left - 100}" y1="{line_y}" x2="{width - 10}" y2="{line_y}" stroke="#c44e52" '
                      'stroke-dasharray="4 3"/>', _text(width - 12, line_y - 3, f"known above: P >= {base['threshold']:g}",
                      "end", fill="#c44e52")]  # fmt: skip
-    return _svg(width, height, body, "The knowledge map: training items by log10 P(reference), base and adapted")
+    return _svg(width, height, body, "The knowledge map: training items by P(reference), base and adapted")
 
 
 def map_tables(maps: dict) -> str:
