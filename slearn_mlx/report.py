@@ -124,7 +124,7 @@ def map_markdown(maps: dict) -> list[str]:
              + (f" ({base['n_items'] - base['n_read']} unread)" if base["n_read"] < base["n_items"] else "")
              + f" -> adapted ({maps['strategy']}, first seed) {adapted['n_known']} of {adapted['n_items']}.", "",
              "| P(reference) | base | adapted |", "| --- | ---: | ---: |"]  # fmt: skip
-    for b, a in zip(base["bins"], adapted["bins"]):
+    for b, a in reversed(list(zip(base["bins"], adapted["bins"]))):  # surest known first, as in the plot
         mark = " (known)" if b["low"] >= math.log10(cut) - 1e-12 else ""
         lines.append(f"| {_p_bin(b['low'], b['high'])}{mark} | {b['count']} | {a['count']} |")
     if base["categories"]:
