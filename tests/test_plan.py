@@ -47,6 +47,7 @@ def test_plan_counts_each_ways_steps_and_writes_nothing_without_out(runner, tiny
     assert full["vs_full"] == 1.0 and plan["cost"]["per_token"] > 0 and plan["cost"]["setup"] > 0
     # The tiny model knows none of it: the default trains everything, and costs the probe on top.
     assert plan["n_known"] == 0 and ways["default"]["n_full"] == 24
+    assert plan["accuracy"].startswith("held-out accuracy: the default's is full fine-tuning's")
     assert ways["default"]["seconds"] == pytest.approx(full["seconds"] + plan["probe_seconds"], rel=1e-6)
     # A budget trains its share fully and rehearses the rest once: 3 epochs of 6 pairs, the other 18 spread.
     budget = ways["budget 0.25"]
