@@ -72,7 +72,9 @@ class Plan:
     n_items: int
     n_known: int  # known by the probe's verdict
     n_unread: int  # left unread: none of the items read first was known
-    known_band: tuple[float, float]  # 95% band of the share known
+    # 95% band: of the share known where items were left unread (the read ones are a sample); else of the share of
+    # references the model would write itself, P(reference) summed
+    known_band: tuple[float, float]
     threshold: float
     probe_seconds: float
     cost: StepCost  # what training costs here, timed
@@ -97,11 +99,17 @@ class Plan:
 
     def __str__(self) -> str:
         low, high = self.known_band
-        unread = f", {self.n_unread} left unread (none of those read first was known)" if self.n_unread else ""
+        if self.n_unread:
+            read = self.n_items - self.n_unread
+            known = (f"known: {self.n_known} of the {read} items read first (P(reference) >= {self.threshold:g}), so "
+                     f"the other {self.n_unread} were left unread: the set's share known is {100 * low:.0f}-"
+                     f"{100 * high:.0f}% (95%, Wilson)")  # fmt: skip
+        else:
+            known = (f"known: {self.n_known} of {self.n_items} ({100 * self.n_known / self.n_items:.0f}%) by the probe, "
+                     f"P(reference) >= {self.threshold:g}; it would write {100 * (low + high) / 2:.0f}% of the references "
+                     f"itself (95% band {100 * low:.0f}-{100 * high:.0f}%, from P(reference))")  # fmt: skip
         lines = [
-            f"known: {self.n_known} of {self.n_items} ({100 * self.n_known / self.n_items:.0f}%; 95% band "
-            f"{100 * low:.0f}-{100 * high:.0f}%) by the probe, P(reference) >= {self.threshold:g}{unread}; "
-            f"read in {self.probe_seconds:.1f} s",
+            f"{known}; read in {self.probe_seconds:.1f} s",
             f"training here (timed on a few steps of these pairs): {1000 * self.cost.per_token:.2f} s per 1,000 "
             f"batch tokens, {self.cost.per_shape:.1f} s to compile each batch width, {1000 * self.cost.setup:.2f} s per "
             "1,000 tokens of setup",
@@ -121,9 +129,10 @@ class Plan:
 
 
 def known_band(knowledge: list[Knowledge], n_items: int, threshold: float) -> tuple[float, float]:
-    """A 95% band of the share of the set the model knows. Read items count as known with probability P(reference)
-    (a sum of Bernoulli draws: its mean and spread); with items left unread, the share among those read is a sample
-    of the set (Wilson's interval)."""
+    """A 95% band of what the model knows of the set. With items left unread, the share called known among those read
+    is a sample of the set's (Wilson's interval). With every item read, the verdict's count is exact; the band is then
+    of the share of references the model would write itself in the probe's frame: each item with probability
+    P(reference), a sum of Bernoulli draws (its mean and spread)."""
     if len(knowledge) < n_items:
         n, k = len(knowledge), sum(item.p_reference >= threshold for item in knowledge)
         if n == 0:
