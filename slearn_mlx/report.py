@@ -332,8 +332,9 @@ def accuracy_plot(report: dict, width: int = 700) -> str:
 
 
 def _table(report: dict) -> str:
+    general = report.get("general_base") is not None
     head = ["strategy", "items trained", "total s", "time vs full", "held-out accuracy", "vs full (points, 95%)",
-            "retention"]  # fmt: skip
+            "retention"] + (["general skills", "vs base (points, 95%)"] if general else [])  # fmt: skip
     cells = []
     for row in rows(report):
         spread = row["spread"]
@@ -342,10 +343,9 @@ def _table(report: dict) -> str:
             f"{row['time_vs_full']:.2f}x" if "time_vs_full" in row else "-",
             _pm(row["accuracy"], spread.get("accuracy")), _interval(row.get("vs_full")),
             _pm(row["retention"], spread.get("retention")),
-        ])  # fmt: skip
-    header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in cells)
-    return f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>"
+        ] + ([_pm(row.get("general"), spread.get("general")), _interval(row.get("general_change"))]
+             if general else []))  # fmt: skip
+    return _html_table(head, cells)
 
 
 def tradeoff_plot(report: dict, width: int = 700, height: int = 380) -> str:

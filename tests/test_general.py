@@ -84,3 +84,4 @@ def test_compare_reports_general_skills_per_strategy_with_the_change_over_seeds(
     assert row["general_change"]["mean"] == pytest.approx(sum(kept) / 2 - base["overall"])
     assert row["general_change"]["n"] == 2 and row["general_change"]["low"] is not None
     assert "general skills" in (out / "report.md").read_text()
+    assert "<th>general skills</th>" in (out / "report.html").read_text()
