@@ -187,3 +187,18 @@ def test_llama_cpp_computes_what_the_fused_model_computes(runner, tiny_gguf, qa_
     llama.eval(TOKENS[0].tolist())
     got = np.array(llama.scores[: TOKENS.shape[1]])
     assert np.abs(got - expected).max() < 1e-3
+
+
+def test_llama_cpp_k_quants_say_their_fallbacks_in_one_line(runner, tiny_gguf, qa_file, tmp_path, capfd):
+    """llama.cpp writes a line per tensor it cannot make as a K-quant (rows not a multiple of 256, all of the tiny
+    llama's): the export says it once."""
+    pytest.importorskip("llama_cpp")
+    model_dir = import_gguf(tiny_gguf, tmp_path / "model", dtype="float32").path
+    run = trained_run(runner, model_dir, qa_file, tmp_path / "run")
+    capfd.readouterr()
+    result = runner.invoke(cli, ["export", str(run), "--quantize", "q4_k_m"])
+    assert result.exit_code == 0, result.output
+    assert (run / "export" / "gguf" / "run-q4_k_m.gguf").stat().st_size > 0
+    said = capfd.readouterr().err + result.output
+    assert "falling back" not in said
+    assert said.count("required fallback quantization") == 1 and "llama.cpp: " in said

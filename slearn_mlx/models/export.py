@@ -10,11 +10,16 @@ Ollama serves (Q4_K_M, ...), by llama.cpp's own quantizer when llama-cpp-python 
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import shutil
+import sys
 import tempfile
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -134,8 +139,34 @@ def llama_cpp_quantize(source: Path, out: Path, qtype: str) -> None:
         ) from None
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{qtype}")
-    if llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), params) != 0:
-        raise ModelError(f"llama.cpp could not quantize {source.name} to {qtype}")
+    with _stderr_lines() as said:  # llama.cpp writes a line per tensor it cannot make in the type asked
+        failed = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), params) != 0
+    if failed:
+        raise ModelError(f"llama.cpp could not quantize {source.name} to {qtype}: {' '.join(said[-1:])}")
+    summary = next((line for line in said if "required fallback quantization" in line), None)
+    if summary is not None:  # e.g. "145 of 291 tensor(s) required fallback quantization"
+        detail = summary.split("WARNING:")[-1].strip()
+        print(f"llama.cpp: {detail} (rows not a multiple of 256 take another type, as llama-quantize does)",
+              file=sys.stderr)  # fmt: skip
+
+
+@contextmanager
+def _stderr_lines() -> Iterator[list[str]]:
+    """What the process writes to standard error inside the block, as lines, instead of the terminal: C code's writes
+    to file descriptor 2 and Python's to sys.stderr (where llama-cpp-python's log callback sends llama.cpp's)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    lines: list[str] = []
+    with tempfile.TemporaryFile(mode="w+b") as capture, io.StringIO() as python:
+        os.dup2(capture.fileno(), 2)
+        try:
+            with redirect_stderr(python):
+                yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines += capture.read().decode("utf-8", "replace").splitlines() + python.getvalue().splitlines()
 
 
 def export_gguf(model, config: dict, model_dir: Path, out: Path, qtype: str) -> None:
