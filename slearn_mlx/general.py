@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from slearn_mlx.answer import AnswerConfig, encode_chat, question_text
+from slearn_mlx.probe import first_token
 from slearn_mlx.records import QAItem
 from slearn_mlx.runs import RunDir, read_json, write_json_atomic
 from slearn_mlx.training.layers import adapters_on, has_adapters, remove_adapters
@@ -40,7 +41,6 @@ def right_letters(model, tokenizer, items: list[QAItem], batch_size: int = 16) -
     from slearn_mlx.models.heads import logits_at
 
     config = AnswerConfig()
-    letter = lambda text: tokenizer.encode(text, add_special_tokens=False)[0]  # noqa: E731
     prompts = [encode_chat(tokenizer, question_text(item, config)) for item in items]
     order = sorted(range(len(items)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
     right = [False] * len(items)
@@ -52,7 +52,7 @@ def right_letters(model, tokenizer, items: list[QAItem], batch_size: int = 16) -
         logits = np.array(logits_at(model, tokens, last).astype(mx.float32))
         for row, i in enumerate(batch):
             letters = list(items[i].options)
-            scores = logits[row, [letter(x) for x in letters]]
+            scores = logits[row, [first_token(tokenizer, x) for x in letters]]
             right[i] = letters[int(scores.argmax())] == items[i].reference
     return right
 

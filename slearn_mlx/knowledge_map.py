@@ -7,8 +7,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from slearn_mlx.probe import Knowledge
+from slearn_mlx.probe import Knowledge, probe_items
 from slearn_mlx.records import QAItem
+from slearn_mlx.runs import read_records
+from slearn_mlx.training.layers import adapters_on, remove_adapters
 
 FLOOR = -12  # log10 P(reference) below this shares the lowest bin
 
@@ -48,13 +50,6 @@ class KnowledgeMap:
     def to_json(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_json(cls, obj: dict) -> "KnowledgeMap":
-        return cls(
-            obj["n_items"], obj["n_read"], obj["n_known"], obj["threshold"], [Bin(**b) for b in obj["bins"]],
-            [Category(**c) for c in obj["categories"]], [Item(**i) for i in obj["least_known"]],
-        )  # fmt: skip
-
 
 def edges(threshold: float) -> list[float]:
     """Bin edges in log10 P(reference): one per decade from FLOOR to 0, and the threshold's, so that the bins above
@@ -93,10 +88,6 @@ def probe_adapted(model, tokenizer, run, items: list[QAItem], frame, answer_conf
                   progress: bool = True) -> dict[str, Knowledge]:  # fmt: skip
     """The probe's reading of `items` by the run's adapted model (RUN/eval/adapted_probe.jsonl, resumable): what
     training moved."""
-    from slearn_mlx.probe import probe_items
-    from slearn_mlx.runs import read_records
-    from slearn_mlx.training.layers import adapters_on, remove_adapters
-
     remove_adapters(model)
     with adapters_on(model, run.adapters):
         probe_items(model, tokenizer, items, run.adapted_probe, frame=frame, answer_config=answer_config,

@@ -26,7 +26,7 @@ from slearn_mlx.probe import PROBE_GRADER, Knowledge
 from slearn_mlx.records import Grade
 from slearn_mlx.runs import RunDir, load_run_items, read_records, write_json_atomic, write_jsonl_atomic
 from slearn_mlx.select import SelectConfig, select_unknown
-from slearn_mlx.training.batches import PAD_MULTIPLE, batch_order, make_batch, pair_epochs, read_chat_rows
+from slearn_mlx.training.batches import batch_order, batch_width, make_batch, pair_epochs, read_chat_rows
 from slearn_mlx.training.config import TrainConfig
 from slearn_mlx.training.loop import TrainData, TrainHooks, train_adapters
 
@@ -159,8 +159,12 @@ def planned_shapes(data: TrainData, config: TrainConfig) -> list[tuple[int, int]
 
 
 def _width(dataset, indices: list[int], max_seq_length: int) -> int:
-    longest = max(min(len(dataset[i][0]), max_seq_length) for i in indices)
-    return min(PAD_MULTIPLE * math.ceil((longest + 1) / PAD_MULTIPLE), max_seq_length)
+    return batch_width([min(len(dataset[i][0]), max_seq_length) for i in indices], max_seq_length)
+
+
+def pair_tokens(data: TrainData) -> int:
+    """The tokens of the pairs themselves, unpadded: what the trainer's setup reads."""
+    return sum(len(data.train_set[i][0]) for i in range(len(data.train_set)))
 
 
 def valid_tokens(data: TrainData, config: TrainConfig) -> int:
@@ -210,8 +214,7 @@ def time_steps(models: SharedModel, config: RunConfig, train_dir: Path) -> StepC
     timed = again or first  # every step a new width: compilation is counted in the rate
     per_token = sum(t for t, _ in timed) / sum(n for _, n in timed)
     per_shape = statistics.mean(max(t - per_token * n, 0.0) for t, n in first) if again and first else 0.0
-    setup_tokens = sum(len(data.train_set[i][0]) for i in range(len(data.train_set)))
-    return StepCost((marks[0] - start) / setup_tokens if marks else 0.0, per_token, per_shape)
+    return StepCost((marks[0] - start) / pair_tokens(data) if marks else 0.0, per_token, per_shape)
 
 
 def way_of(name: str, select: SelectConfig, config: RunConfig, run: RunDir, grades: dict[str, Grade], tmp: Path,
@@ -243,11 +246,10 @@ def make_plan(run: RunDir, config: RunConfig, *, command: str, budgets=BUDGETS, 
         cost = time_steps(models, config, ways[0][1])
     forecast = []
     for name, _, n_full, n_once, data in ways:
-        shapes = planned_shapes(data, config.train) if data is not None else []
-        pair_tokens = sum(len(data.train_set[i][0]) for i in range(len(data.train_set))) if data is not None else 0
-        seconds = (
-            cost.seconds(shapes, valid_tokens(data, config.train), config.train.epochs, pair_tokens) if data else 0.0
-        )
+        shapes, seconds = [], 0.0
+        if data is not None:
+            shapes = planned_shapes(data, config.train)
+            seconds = cost.seconds(shapes, valid_tokens(data, config.train), config.train.epochs, pair_tokens(data))
         probing = name != "full fine-tuning"
         forecast.append(Way(name, n_full, n_once, len(shapes), seconds + (probe.seconds if probing else 0.0)))
     full = forecast[0].seconds

@@ -89,7 +89,7 @@ def make_batch(dataset, indices: list[int], max_seq_length: int, pad_multiple: i
 
     examples = [dataset[i] for i in indices]
     lengths = [min(len(tokens), max_seq_length) for tokens, _ in examples]
-    width = min(pad_multiple * math.ceil((max(lengths) + 1) / pad_multiple), max_seq_length)
+    width = batch_width(lengths, max_seq_length, pad_multiple)
     array = np.zeros((len(indices), width), np.int32)
     for row, ((tokens, _), n) in enumerate(zip(examples, lengths)):
         array[row, :n] = tokens[:n]
@@ -105,6 +105,11 @@ def make_batch(dataset, indices: list[int], max_seq_length: int, pad_multiple: i
         positions[row, :count] = np.arange(first - 1, first - 1 + count)
         scored[row, :count] = True
     return Batch(mx.array(array), mx.array(bounds), mx.array(positions), mx.array(scored))
+
+
+def batch_width(lengths: list[int], max_seq_length: int, pad_multiple: int = PAD_MULTIPLE) -> int:
+    """How wide a batch of examples this long is: the longest plus one, padded to the multiple, at most the cap."""
+    return min(pad_multiple * math.ceil((max(lengths) + 1) / pad_multiple), max_seq_length)
 
 
 def scored_span(offset: int, length: int, width: int) -> tuple[int, int]:
