@@ -1,8 +1,11 @@
 """General skills kept: the base and the adapted model on a shipped slice of general multiple-choice sets (MMLU,
 OpenBookQA, CommonsenseQA; slearn_mlx/datasets/general), outside any domain a run trains on.
 
-An item counts as right when its correct letter is the most likely of the options' letters as the first token of the
-answer, in the chat frame the answer stage uses: one forward pass per item, no generation. Retention measures what the
+An item counts as right when its correct option's text is the likeliest continuation of the question, by the mean
+log-probability per token of each option's text after "Question: ...\nAnswer:" (lm-eval-harness's cloze reading, per
+token). The question's keys and values are computed once and every option reads on from them: about one forward pass
+of the question per item, no generation. Small models read this way well above chance; the likeliest letter after the
+options, the cheaper reading, left both the 135M and the 0.5B model at chance (BENCHMARKS). Retention measures what the
 adapted model keeps of the domain's known items; this measures what it keeps of everything else.
 """
 
@@ -15,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slearn_mlx.answer import AnswerConfig, encode_chat, question_text
-from slearn_mlx.probe import first_token
+from slearn_mlx.probe import ProbeRow, read_rows
 from slearn_mlx.records import QAItem
 from slearn_mlx.runs import RunDir, read_json, write_json_atomic
 from slearn_mlx.training.layers import adapters_on, has_adapters, remove_adapters
@@ -24,6 +26,8 @@ from slearn_mlx.training.layers import adapters_on, has_adapters, remove_adapter
 GENERAL_DIR = Path(__file__).resolve().parent / "datasets" / "general"
 GENERAL_SETS = ("mmlu", "openbookqa", "commonsenseqa")
 CHANCE = {"mmlu": 0.25, "openbookqa": 0.25, "commonsenseqa": 0.2}
+SCORING = "option text, mean log-probability per token"  # kept with the scores: another reading is not reused
+CLOZE_FRAME = ("Question: ", "\nAnswer:")
 
 
 def load_general(names: tuple[str, ...] = GENERAL_SETS) -> dict[str, list[QAItem]]:
@@ -34,26 +38,30 @@ def load_general(names: tuple[str, ...] = GENERAL_SETS) -> dict[str, list[QAItem
     return out
 
 
-def right_letters(model, tokenizer, items: list[QAItem], batch_size: int = 16) -> list[bool]:
-    """Per item, whether its correct letter is the likeliest of its options' letters after the chat prompt."""
-    import mlx.core as mx
+def cloze_rows(tokenizer, item: QAItem) -> list[ProbeRow]:
+    """One row per option: the question in the cloze frame, then the option's text after a space."""
+    before, after = CLOZE_FRAME
+    context = list(tokenizer.encode(before + item.question.strip() + after))
+    return [ProbeRow(context, tokenizer.encode(" " + text.strip(), add_special_tokens=False))
+            for text in item.options.values()]  # fmt: skip
 
-    from slearn_mlx.models.heads import logits_at
 
-    config = AnswerConfig()
-    prompts = [encode_chat(tokenizer, question_text(item, config)) for item in items]
-    order = sorted(range(len(items)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
-    right = [False] * len(items)
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        width = max(len(prompts[i]) for i in batch)
-        tokens = mx.array([prompts[i] + [0] * (width - len(prompts[i])) for i in batch])
-        last = mx.array([len(prompts[i]) - 1 for i in batch])
-        logits = np.array(logits_at(model, tokens, last).astype(mx.float32))
-        for row, i in enumerate(batch):
-            letters = list(items[i].options)
-            scores = logits[row, [first_token(tokenizer, x) for x in letters]]
-            right[i] = letters[int(scores.argmax())] == items[i].reference
+def option_scores(model, tokenizer, item: QAItem, share_prefix: bool = True) -> np.ndarray:
+    """The mean log-probability per token of each option's text after the question, in the options' order. The
+    question is read once and its keys and values reused for every option where the model's cache allows."""
+    from slearn_mlx.judge import Prefix
+
+    rows = cloze_rows(tokenizer, item)
+    prefix = Prefix(model, rows[0].context[:-1]) if share_prefix and Prefix.usable(model) else None
+    return np.array([float(lp.mean()) for lp, _, _ in read_rows(model, rows, prefix)])
+
+
+def right_options(model, tokenizer, items: list[QAItem]) -> list[bool]:
+    """Per item, whether its correct option is the one `option_scores` ranks first."""
+    right = []
+    for item in items:
+        letters = list(item.options)
+        right.append(letters[int(option_scores(model, tokenizer, item).argmax())] == item.reference)
     return right
 
 
@@ -76,6 +84,7 @@ class GeneralSummary:
     base: GeneralScores
     adapted: GeneralScores | None
     seconds: float
+    scoring: str = SCORING
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -83,7 +92,7 @@ class GeneralSummary:
     @classmethod
     def from_json(cls, obj: dict) -> "GeneralSummary":
         scores = lambda s: GeneralScores(**s) if s else None  # noqa: E731
-        return cls(scores(obj["base"]), scores(obj.get("adapted")), obj["seconds"])
+        return cls(scores(obj["base"]), scores(obj.get("adapted")), obj["seconds"], obj.get("scoring", "letters"))
 
     @property
     def change(self) -> float | None:
@@ -106,17 +115,17 @@ def evaluate_general(model, tokenizer, run: RunDir, base: GeneralScores | None =
     path = run.general
     if path.exists():
         kept = GeneralSummary.from_json(read_json(path))
-        if kept.adapted is not None or not has_adapters(run.adapters):
+        if kept.scoring == SCORING and (kept.adapted is not None or not has_adapters(run.adapters)):
             return kept
     start = time.perf_counter()
     sets = load_general()
     remove_adapters(model)
     if base is None:
-        base = GeneralScores.of(sets, {name: right_letters(model, tokenizer, items) for name, items in sets.items()})
+        base = GeneralScores.of(sets, {name: right_options(model, tokenizer, items) for name, items in sets.items()})
     adapted = None
     if has_adapters(run.adapters):
         with adapters_on(model, run.adapters):
-            right = {name: right_letters(model, tokenizer, items) for name, items in sets.items()}
+            right = {name: right_options(model, tokenizer, items) for name, items in sets.items()}
         adapted = GeneralScores.of(sets, right)
     summary = GeneralSummary(base, adapted, time.perf_counter() - start)
     path.parent.mkdir(parents=True, exist_ok=True)

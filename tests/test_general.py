@@ -1,4 +1,4 @@
-"""General skills kept: the shipped general multiple-choice slice, scored by the likeliest letter, base and adapted."""
+"""General skills kept: the shipped general multiple-choice slice, scored by each option's text, base and adapted."""
 
 from __future__ import annotations
 
@@ -8,9 +8,17 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from slearn_mlx.answer import encode_chat, question_text
 from slearn_mlx.cli import cli
-from slearn_mlx.general import CHANCE, GENERAL_SETS, GeneralScores, load_general, right_letters
+from slearn_mlx.general import (
+    CHANCE,
+    GENERAL_SETS,
+    SCORING,
+    GeneralScores,
+    cloze_rows,
+    load_general,
+    option_scores,
+    right_options,
+)
 
 from conftest import write_jsonl
 
@@ -25,18 +33,36 @@ def test_the_shipped_sets_are_whole_multiple_choice_items():
         assert all(item.reference in item.options and all(item.options.values()) for item in items)
 
 
-def test_batched_scoring_is_the_one_by_one_argmax(tiny_loaded):
-    """Padding and batching change nothing: each item's verdict is the argmax of its letters' logits, one at a time."""
+def test_option_scores_are_each_options_mean_log_probability_read_whole(tiny_loaded):
+    """Reusing the question's keys and values changes nothing: each option's score is the mean log-probability of
+    its tokens when question and option go through the model together, one option at a time."""
     model, tokenizer = tiny_loaded
-    items = load_general()["openbookqa"][:12] + load_general()["commonsenseqa"][:12]
-    batched = right_letters(model, tokenizer, items, batch_size=5)
-    one_by_one = []
+    items = load_general()["mmlu"][:4] + load_general()["commonsenseqa"][:4]
     for item in items:
-        logits = np.array(model(mx.array([encode_chat(tokenizer, question_text(item))]))[0, -1])
-        letters = list(item.options)
-        scores = [logits[tokenizer.encode(x, add_special_tokens=False)[0]] for x in letters]
-        one_by_one.append(letters[int(np.argmax(scores))] == item.reference)
-    assert batched == one_by_one
+        got = option_scores(model, tokenizer, item)
+        expected = []
+        for row in cloze_rows(tokenizer, item):
+            logits = model(mx.array([row.context + row.target]))[0].astype(mx.float32)
+            logprobs = np.array(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
+            start = len(row.context) - 1
+            expected.append(np.mean([logprobs[start + i, t] for i, t in enumerate(row.target)]))
+        assert np.allclose(got, expected, atol=1e-4), item.id
+        assert np.allclose(got, option_scores(model, tokenizer, item, share_prefix=False), atol=1e-4)
+
+
+def test_the_cloze_frame_asks_the_question_and_reads_each_option_after_a_space(tiny_loaded):
+    _, tokenizer = tiny_loaded
+    item = load_general()["openbookqa"][0]
+    rows = cloze_rows(tokenizer, item)
+    assert tokenizer.decode(rows[0].context) == f"Question: {item.question.strip()}\nAnswer:"
+    assert [tokenizer.decode(row.target) for row in rows] == [" " + text.strip() for text in item.options.values()]
+
+
+def test_right_options_follow_the_scores(tiny_loaded):
+    model, tokenizer = tiny_loaded
+    items = load_general()["openbookqa"][:10]
+    expected = [list(i.options)[int(option_scores(model, tokenizer, i).argmax())] == i.reference for i in items]
+    assert right_options(model, tokenizer, items) == expected
 
 
 def test_scores_pool_the_items_of_every_set():
@@ -57,7 +83,12 @@ def test_evaluate_general_scores_base_and_adapted_and_forgets_them_with_new_adap
     saved = json.loads((out / "eval" / "general.json").read_text())
     report = json.loads((out / "report.json").read_text())
     assert report["general"] == saved and set(saved["base"]["per_set"]) == set(GENERAL_SETS)
-    assert 0 < saved["seconds"]
+    assert 0 < saved["seconds"] and saved["scoring"] == SCORING
+    # Scores read another way (an older file, by letters) are read again, not reused.
+    (out / "eval" / "general.json").write_text(json.dumps(saved | {"scoring": "letters", "seconds": -1.0}))
+    assert runner.invoke(cli, ["evaluate", "--out", str(out), "--general", "--quiet"]).exit_code == 0
+    again = json.loads((out / "eval" / "general.json").read_text())
+    assert again["scoring"] == SCORING and again["seconds"] > 0 and again["base"] == saved["base"]
     # Retraining replaces the adapters: their general scores go with them.
     result = runner.invoke(cli, [*args, "--epochs", "2"])
     assert result.exit_code == 0, result.output

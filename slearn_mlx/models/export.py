@@ -25,13 +25,11 @@ import numpy as np
 
 from slearn_mlx.errors import ModelError
 from slearn_mlx.models.metadata import SOURCE_METADATA, copy_fields
-from slearn_mlx.models.names import ARCHITECTURES, GEMMA3_LAYER_NAMES, LAYER_NAMES, TOP_NAMES
+from slearn_mlx.models.names import GGUF_ARCHITECTURE, gguf_names
 
 EXPORT_TARGETS = ("mlx", "gguf", "ollama", "lmstudio")
 NUMPY_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")  # gguf.quants writes these
 LLAMA_CPP_TYPES = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K")
-# GGUF architecture of each mlx-lm model type the exporter writes.
-GGUF_ARCHITECTURE = {model_type: arch for arch, (model_type, _) in ARCHITECTURES.items()}
 
 
 @dataclass(frozen=True)
@@ -66,26 +64,19 @@ def gguf_tensors(weights: dict, config: dict) -> dict[str, np.ndarray]:
         raise ModelError(
             f"cannot write model type {model_type!r} as GGUF; the exporter writes {', '.join(GGUF_ARCHITECTURE)}"
         )
-    gemma = model_type == "gemma3_text"
-    layer_names = {mlx: kind for kind, mlx in (LAYER_NAMES | (GEMMA3_LAYER_NAMES if gemma else {})).items()}
-    top_names = {mlx: kind for kind, mlx in TOP_NAMES.items()}
+    names = gguf_names(config)
     out = {}
     for name, value in weights.items():
+        if name not in names:
+            raise ModelError(f"cannot write tensor {name!r} as GGUF")
         array = np.array(value.astype(_float32()), copy=False)
-        base, _, suffix = name.rpartition(".")
-        if base in top_names:
-            target = top_names[base]
-        else:
-            _, _, layer, module = base.split(".", 3)  # model.layers.N.module
-            if module not in layer_names:
-                raise ModelError(f"cannot write tensor {name!r} as GGUF")
-            target = f"blk.{layer}.{layer_names[module]}"
-            if model_type == "llama" and module in ("self_attn.q_proj", "self_attn.k_proj"):
-                heads = config["num_attention_heads" if module.endswith("q_proj") else "num_key_value_heads"]
-                array = permute_rope_rows(array, heads)
-        if gemma and target.endswith("norm"):  # Gemma scales by 1 + weight; llama.cpp stores the sum
+        target = names[name]
+        if model_type == "llama" and target.endswith(("attn_q.weight", "attn_k.weight")):
+            heads = config["num_attention_heads" if ".attn_q." in target else "num_key_value_heads"]
+            array = permute_rope_rows(array, heads)
+        if model_type == "gemma3_text" and target.endswith("norm.weight"):  # llama.cpp stores Gemma's 1 + weight
             array = array + 1.0
-        out[f"{target}.{suffix}"] = array
+        out[target] = array
     return out
 
 

@@ -17,7 +17,7 @@ import mlx.core as mx
 from slearn_mlx.errors import ModelError, ModelNotFound
 from slearn_mlx.models.load import DTYPES, auto_dtype
 from slearn_mlx.models.metadata import SOURCE_METADATA, keep_metadata
-from slearn_mlx.models.names import ARCHITECTURES, GEMMA3_LAYER_NAMES, LAYER_NAMES, TOP_NAMES
+from slearn_mlx.models.names import ARCHITECTURES, gguf_names
 from slearn_mlx.models.store import IMPORT_RECORD, IMPORTER_VERSION, local_gguf_files, models_dir
 from slearn_mlx.models.tokenizer import gguf_tokenizer, scalar
 from slearn_mlx.prompts import PLAIN_FRAME
@@ -134,6 +134,15 @@ def _gguf_config(metadata: dict, weights: dict) -> dict:
         }
         if key("rope.scaling.type") == "linear":  # the larger Gemma 3 models stretch their global layers' RoPE
             config["rope_scaling"] = {"type": "linear", "factor": float(key("rope.scaling.factor"))}
+    if arch == "phi3":
+        if "rope_factors_long.weight" in weights:
+            raise ModelError("phi3 files with long-context rope factors (128k models) are not supported; 4k ones are")
+        # mlx-lm's phi3 takes its head width from hidden / heads and rotates a share of it
+        config["head_dim"] = hidden // n_heads
+        config["partial_rotary_factor"] = int(key("rope.dimension_count", config["head_dim"])) / config["head_dim"]
+        config["original_max_position_embeddings"] = int(
+            key("rope.scaling.original_context_length", config["max_position_embeddings"])
+        )
     return config
 
 
@@ -141,30 +150,25 @@ def _convert_weights(weights: dict, config: dict, dtype: str) -> tuple[dict, dic
     """GGUF tensors -> mlx-lm names, Q/K rows unpermuted, cast or kept quantized."""
     out: dict[str, mx.array] = {}
     quantization = None
-    gemma = config["model_type"] == "gemma3_text"
-    names = LAYER_NAMES | (GEMMA3_LAYER_NAMES if gemma else {})
+    model_type = config["model_type"]
+    mlx_names = {name: mlx for mlx, name in gguf_names(config).items()}
     for name, tensor in weights.items():
         base, _, suffix = name.rpartition(".")
-        parts = base.split(".")
-        if parts[0] == "blk":
-            layer, kind = parts[1], parts[2]
-            if kind not in names:
-                raise ModelError(f"unexpected GGUF tensor {name!r}")
-            target = f"model.layers.{layer}.{names[kind]}"
-            # llama.cpp permutes the Q/K rows of llama models only (its LlamaModel converter), not qwen2's.
-            if kind == "attn_q" and config["model_type"] == "llama":
-                tensor = _unpermute_rope_rows(tensor, config["num_attention_heads"])
-            elif kind == "attn_k" and config["model_type"] == "llama":
-                tensor = _unpermute_rope_rows(tensor, config["num_key_value_heads"])
-        elif base in TOP_NAMES:
-            target = TOP_NAMES[base]
-        elif base == "rope_freqs":
+        if base == "rope_freqs":
             continue  # recomputed by mlx-lm from rope_theta
-        else:
-            raise ModelError(f"unexpected GGUF tensor {name!r}")
-        if gemma and base.endswith("norm"):  # Gemma scales by 1 + weight; llama.cpp stores the sum
+        # Quantized tensors come from mlx's reader as NAME.weight, NAME.scales and NAME.biases.
+        target = mlx_names.get(name) or mlx_names.get(f"{base}.weight", "").removesuffix(".weight") + f".{suffix}"
+        if target.startswith("."):
+            raise ModelError(f"unexpected GGUF tensor {name!r} for a {model_type} model")
+        # llama.cpp permutes the Q/K rows of llama models only (its LlamaModel converter), not the others'.
+        if model_type == "llama" and base.endswith(("attn_q", "attn_k")):
+            heads = config["num_attention_heads" if base.endswith("attn_q") else "num_key_value_heads"]
+            tensor = _unpermute_rope_rows(tensor, heads)
+        if model_type == "gemma3_text" and base.endswith(
+            "norm"
+        ):  # Gemma scales by 1 + weight; llama.cpp stores the sum
             tensor = tensor - 1.0
-        out[f"{target}.{suffix}"] = tensor
+        out[target] = tensor
 
     quantized = sorted(k[: -len(".scales")] for k in out if k.endswith(".scales"))
     for prefix in quantized:
