@@ -2,10 +2,11 @@
 
 The reference reads the file with llama.cpp's `gguf` package, dequantizes every tensor in numpy and runs the
 model on the tensors exactly as the file stores them, with the rope as llama.cpp applies it per architecture
-(interleaved pairs for llama, whose Q/K rows llama.cpp permuted at conversion; rotate-half for qwen2, qwen3 and
-gemma3), and gemma3's graph as llama.cpp builds it (scaled embeddings, four norms per block stored as 1 + weight,
-local layers with their own rope base and window). It shares nothing with mlx-lm or the importer, so agreement
-means the import is the model the file holds.
+(interleaved pairs for llama, whose Q/K rows llama.cpp permuted at conversion; rotate-half for qwen2, qwen3, phi3
+and gemma3), phi3's fused query-key-value and gate-up matrices split as llama.cpp splits them, and gemma3's graph
+as llama.cpp builds it (scaled embeddings, four norms per block stored as 1 + weight, local layers with their own
+rope base and window). It shares nothing with mlx-lm or the importer, so agreement means the import is the
+model the file holds.
 """
 
 from __future__ import annotations
@@ -77,7 +78,12 @@ class Reference:
                 mask = causal + np.tril(np.full((n, n), -np.inf), -self.window)
                 theta = 10000.0
             h = rms_norm(x, w[p + "attn_norm.weight"], self.eps)
-            q, k, v = (h @ w[p + f"attn_{s}.weight"].T + w.get(p + f"attn_{s}.bias", 0) for s in "qkv")
+            if p + "attn_qkv.weight" in w:  # phi3: one matrix for queries, keys and values
+                qkv = h @ w[p + "attn_qkv.weight"].T
+                d = qkv.shape[-1] // (self.n_heads + 2 * self.n_kv)
+                q, k, v = np.split(qkv, [self.n_heads * d, (self.n_heads + self.n_kv) * d], axis=-1)
+            else:
+                q, k, v = (h @ w[p + f"attn_{s}.weight"].T + w.get(p + f"attn_{s}.bias", 0) for s in "qkv")
             d = q.shape[-1] // self.n_heads
             q = q.reshape(n, self.n_heads, d).transpose(1, 0, 2)
             k = k.reshape(n, self.n_kv, d).transpose(1, 0, 2)
@@ -97,7 +103,10 @@ class Reference:
                 out = rms_norm(out, w[p + "post_attention_norm.weight"], self.eps)
             x = x + out
             h = rms_norm(x, w[p + "ffn_norm.weight"], self.eps)
-            gate, up = h @ w[p + "ffn_gate.weight"].T, h @ w[p + "ffn_up.weight"].T
+            if p + "ffn_gate.weight" in w:
+                gate, up = h @ w[p + "ffn_gate.weight"].T, h @ w[p + "ffn_up.weight"].T
+            else:  # phi3: the gate's rows, then the up projection's, in one matrix
+                gate, up = np.split(h @ w[p + "ffn_up.weight"].T, 2, axis=-1)
             act = gelu_tanh(gate) if self.gemma else gate / (1 + np.exp(-gate))
             out = (act * up) @ w[p + "ffn_down.weight"].T
             if self.gemma:
