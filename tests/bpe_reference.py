@@ -21,9 +21,22 @@ QWEN2_PATTERN = regex.compile(
 )
 
 
+# Llama 3's pattern as llama.cpp writes it ("llama-bpe"): digits in runs of at most three.
+LLAMA3_PATTERN = regex.compile(
+    r"""(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"""
+    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+
+
 def encode(
-    text: str, tokens: list[str], merges: list[str], split_digits: bool = True, pattern=GPT2_PATTERN
+    text: str,
+    tokens: list[str],
+    merges: list[str],
+    split_digits: bool = True,
+    pattern=GPT2_PATTERN,
+    ignore_merges: bool = False,
 ) -> list[int]:
+    """With `ignore_merges`, a piece the vocabulary holds whole is taken whole before any merge (llama.cpp's Llama 3)."""
     vocab = {t: i for i, t in enumerate(tokens)}
     ranks = {tuple(m.split(" ", 1)): r for r, m in enumerate(merges)}
     byte_char = bytes_to_unicode()
@@ -34,6 +47,9 @@ def encode(
     ids = []
     for piece in pieces:
         word = [byte_char[b] for b in piece.encode("utf-8")]
+        if ignore_merges and "".join(word) in vocab:
+            ids.append(vocab["".join(word)])
+            continue
         while len(word) > 1:
             pairs = [(ranks.get((a, b), float("inf")), i) for i, (a, b) in enumerate(zip(word, word[1:]))]
             rank, i = min(pairs)

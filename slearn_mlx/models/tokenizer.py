@@ -23,6 +23,15 @@ QWEN2_SPLIT = (
 )
 
 
+# Pre-tokenizers written here, each checked against llama.cpp's encoding (tests): every other byte-level one a file
+# names is built by transformers' GGUF converter.
+OWN_PRE_TOKENIZERS = ("smollm", "qwen2", "default", "gpt-2")
+# llama.cpp's pre-tokenizers that take a word whole when the vocabulary has it, before any merge, and add BOS where
+# the file does not say (read from llama.cpp itself, tests/test_gguf_tokenizers.py).
+IGNORE_MERGES = ("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2",
+                 "jina-v5-nano", "tekken")  # fmt: skip
+
+
 def gguf_tokenizer(metadata: dict):
     """Rebuild the tokenizer from the GGUF vocabulary: byte-level BPE from its merges ('gpt2'), or SentencePiece
     BPE from its scores ('llama')."""
@@ -34,14 +43,16 @@ def gguf_tokenizer(metadata: dict):
             f"GGUF tokenizer model {tok_model!r} is not supported; byte-level BPE ('gpt2') and SentencePiece BPE "
             "('llama') are"
         )
+    tokens = list(metadata["tokenizer.ggml.tokens"])
+    pre = scalar(metadata, "tokenizer.ggml.pre", "default")
+    if pre not in OWN_PRE_TOKENIZERS:
+        return _converted_tokenizer(metadata, tokens, pre), tokens
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
-    tokens = list(metadata["tokenizer.ggml.tokens"])
     merges = [tuple(m.split(" ", 1)) for m in metadata["tokenizer.ggml.merges"]]
     vocab = {t: i for i, t in enumerate(tokens)}
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    pre = scalar(metadata, "tokenizer.ggml.pre", "default")
     # llama.cpp's "smollm" pre-tokenizer splits every digit on its own before the GPT-2 regex.
     if pre == "smollm":
         tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
@@ -55,6 +66,56 @@ def gguf_tokenizer(metadata: dict):
     tokenizer.decoder = decoders.ByteLevel()
     _add_tokens(tokenizer, tokens, _token_types(metadata, tokens), user_defined_special=True)
     return tokenizer, tokens
+
+
+def _converted_tokenizer(metadata: dict, tokens: list[str], pre: str):
+    """A byte-level tokenizer with another pre-tokenizer (Llama 3's, Mistral's tekken, GPT-4o's, ...), built by
+    transformers' GGUF converter (no torch needed); words the vocabulary holds whole are taken whole where llama.cpp
+    does so."""
+    try:
+        from transformers.integrations.gguf.gguf_tokenizer_mapping import (
+            GGUF_PRE_TOKENIZER_SPLITS,
+            convert_gguf_tokenizer,
+        )
+    except ImportError:
+        raise ModelError(
+            f"GGUF pre-tokenizer {pre!r} is built by transformers' GGUF converter, which this transformers lacks: "
+            "pip install -U transformers"
+        ) from None
+    if pre not in GGUF_PRE_TOKENIZER_SPLITS:
+        known = sorted(set(OWN_PRE_TOKENIZERS) | set(GGUF_PRE_TOKENIZER_SPLITS))
+        raise ModelError(f"GGUF pre-tokenizer {pre!r} is not supported; these are: {', '.join(known)}")
+    described = {"tokenizer_type": "gpt2", "pre_tokenizer_type": pre, "tokens": tokens,
+                 "merges": list(metadata["tokenizer.ggml.merges"]), "token_type": _token_types(metadata, tokens)}  # fmt: skip
+    tokenizer, _ = convert_gguf_tokenizer(scalar(metadata, "general.architecture"), described)
+    tokenizer.post_processor = None  # BOS is added (or not) by the tokenizer config, as the file says
+    if pre in IGNORE_MERGES:
+        tokenizer.model.ignore_merges = True
+    return tokenizer
+
+
+def add_bos_default(metadata: dict) -> bool:
+    """Whether llama.cpp adds BOS to this file's prompts: its `tokenizer.ggml.add_bos_token`, or where the file does
+    not say, llama.cpp's default: yes for SentencePiece vocabularies and the pre-tokenizers of IGNORE_MERGES (Llama 3's,
+    Mistral's tekken, ...), no otherwise."""
+    said = scalar(metadata, "tokenizer.ggml.add_bos_token")
+    if said is not None:
+        return bool(said)
+    if scalar(metadata, "tokenizer.ggml.model") == "llama":
+        return True
+    return scalar(metadata, "tokenizer.ggml.pre", "default") in IGNORE_MERGES
+
+
+def with_bos(tokenizer, bos: str):
+    """`tokenizer` adding BOS before text encoded with its special tokens, as llama.cpp does for this file (a chat
+    template writes its own and encodes without)."""
+    from tokenizers import processors
+
+    bos_id = tokenizer.token_to_id(bos)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 $B:1", special_tokens=[(bos, bos_id)]
+    )
+    return tokenizer
 
 
 def _token_types(metadata: dict, tokens: list[str]) -> list[int]:
