@@ -116,9 +116,14 @@ def test_what_cannot_be_exported_is_one_line_and_writes_nothing(runner, tiny_ggu
     assert result.exit_code == 1 and "not a GGUF type the exporter writes" in result.output
     result = runner.invoke(cli, ["export", str(run), "--to", "mlx", "--quantize", "q8_0"])
     assert result.exit_code == 1 and "--quantize applies to GGUF files" in result.output
-    (model_dir / "source_metadata.gguf").unlink()  # as a model imported by an older slearn
+    # Not imported from GGUF, with a tokenizer whose vocabulary the exporter cannot rebuild (SentencePiece's).
+    (model_dir / "source_metadata.gguf").unlink()
+    tokenizer_json = json.loads((model_dir / "tokenizer.json").read_text())
+    tokenizer_json["decoder"] = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": True}
+    (model_dir / "tokenizer.json").write_text(json.dumps(tokenizer_json))
     result = runner.invoke(cli, ["export", str(run), "--to", "gguf"])
-    assert result.exit_code == 1 and "import it again" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 1 and "no byte-level BPE tokenizer.json" in result.output
+    assert "Traceback" not in result.output
     assert not (run / "export" / "gguf").exists() or not list((run / "export" / "gguf").iterdir())
 
 
@@ -155,6 +160,54 @@ def test_export_to_every_architecture_the_importer_reads(runner, qa_file, tmp_pa
         assert np.abs(np.array(back(TOKENS)) - expected).max() < 1e-4, arch
         config = json.loads((tmp_path / f"{arch}-back" / "config.json").read_text())
         assert config["model_type"] == arch
+
+
+STRINGS = ["Hello world", "the theory of 1234567 things", "  spaced\tout\n\n", "naïve café 🙂", "It's 3.14!",
+           "<|im_start|>user\nHi<|im_end|>"]  # fmt: skip
+
+
+@pytest.mark.parametrize("pre", ["smollm", "qwen2", "llama-bpe"])
+def test_a_model_not_imported_from_gguf_exports_with_metadata_rebuilt_from_its_tokenizer(pre, runner, qa_file,
+                                                                                         tmp_path):  # fmt: skip
+    """No source file's metadata to carry over: hyperparameters, vocabulary, merges, token types, special tokens and
+    chat template are rebuilt from config.json and the tokenizer files; the file imports back to the fused model with
+    the same tokenizer, and llama.cpp (where installed) encodes as the model did."""
+    import gguf
+
+    from tiny import tokenizer_metadata, vocabulary
+
+    source = tmp_path / "m.gguf"
+    write_tiny_gguf(source, tokenizer=tokenizer_metadata(vocabulary(), pre) | {"tokenizer.ggml.bos_token_id": 1,
+                                                                                "tokenizer.ggml.eos_token_id": 2})  # fmt: skip
+    model_dir = import_gguf(source, tmp_path / "model", dtype="float32").path
+    (model_dir / "source_metadata.gguf").unlink()  # as a model from anywhere else, in mlx-lm's format
+    run = trained_run(runner, model_dir, qa_file, tmp_path / "run")
+    expected = fused_logits(model_dir, run)
+    result = runner.invoke(cli, ["export", str(run), "--quantize", "f32"])
+    assert result.exit_code == 0, result.output
+    exported = run / "export" / "gguf" / "run-f32.gguf"
+    fields = gguf.GGUFReader(exported).fields
+    named = {"llama-bpe": "llama3"}.get(pre, pre)  # two of llama.cpp's names for the same split
+    assert fields["tokenizer.ggml.pre"].contents() == named and fields["llama.block_count"].contents() == 2
+    assert (
+        fields["tokenizer.chat_template"].contents()
+        == gguf.GGUFReader(source).fields["tokenizer.chat_template"].contents()
+    )
+    back_dir = import_gguf(exported, tmp_path / "back").path
+    back, back_tokenizer = load_model(str(back_dir))
+    assert np.abs(np.array(back(TOKENS)) - expected).max() < 1e-4
+    _, tokenizer = load_model(str(model_dir))
+    for text in STRINGS:
+        assert back_tokenizer.encode(text) == tokenizer.encode(text), text
+    try:
+        import llama_cpp
+    except ImportError:
+        return
+    llama = llama_cpp.Llama(str(exported), n_ctx=64, vocab_only=True, verbose=False)
+    for text in STRINGS:
+        assert llama.tokenize(text.encode(), add_bos=False, special=True) == tokenizer.encode(
+            text, add_special_tokens=False
+        ), text
 
 
 def test_the_writer_round_trips_a_file_written_by_the_test_helper(tmp_path):

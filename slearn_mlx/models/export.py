@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 
 from slearn_mlx.errors import ModelError
-from slearn_mlx.models.metadata import SOURCE_METADATA, copy_fields
+from slearn_mlx.models.metadata import SOURCE_METADATA, copy_fields, rebuild_metadata
 from slearn_mlx.models.names import GGUF_ARCHITECTURE, gguf_names
 
 EXPORT_TARGETS = ("mlx", "gguf", "ollama", "lmstudio")
@@ -164,12 +164,6 @@ def export_gguf(model, config: dict, model_dir: Path, out: Path, qtype: str) -> 
     """The fused `model` (loaded from `model_dir`) as the GGUF file `out`, written beside it and renamed when whole."""
     from mlx.utils import tree_flatten
 
-    source = model_dir / SOURCE_METADATA
-    if not source.exists():
-        raise ModelError(
-            f"{model_dir} keeps no GGUF metadata to export with (imported by an older slearn, or not from a GGUF "
-            "file): import it again (`slearn models fetch NAME` or `slearn models import-gguf FILE`), or export --to mlx"
-        )
     if "quantization" in config:  # GGUF types are written from float weights
         from mlx_lm.utils import dequantize_model
 
@@ -179,6 +173,10 @@ def export_gguf(model, config: dict, model_dir: Path, out: Path, qtype: str) -> 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as tmp:
         partial = Path(tmp) / out.name
+        source = model_dir / SOURCE_METADATA  # what an import kept of its GGUF file, else rebuilt from the tokenizer
+        if not source.exists():
+            source = Path(tmp) / SOURCE_METADATA
+            rebuild_metadata(model_dir, config, arch, source)
         if qtype in LLAMA_CPP_TYPES:
             write_gguf(Path(tmp) / "f32.gguf", tensors, source, arch, "F32")
             llama_cpp_quantize(Path(tmp) / "f32.gguf", partial, qtype)
