@@ -15,6 +15,8 @@ from slearn_mlx.common import pct, quoted
 from slearn_mlx.data import DataError, iter_jsonl
 from slearn_mlx.errors import ConfigError
 
+CALIBRATE_SAMPLE = 48  # items the model answers to label for --calibrate with the probe
+
 
 @dataclass(frozen=True)
 class Agreement:

@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 from slearn_mlx import distributed
 from slearn_mlx.answer import AnswerSummary, answer_items
 from slearn_mlx.ask import SideBySide, ask
-from slearn_mlx.calibrate import Calibration, read_labels, save_calibration
+from slearn_mlx.calibrate import CALIBRATE_SAMPLE, Calibration, read_labels, save_calibration
 from slearn_mlx.config import RunConfig, save_config
 from slearn_mlx.data import load_items
 from slearn_mlx.environment import environment_info
@@ -248,7 +248,7 @@ def stage_calibrate(
     labels: str,
     models: SharedModel | None = None,
     *,
-    sample: int = 48,
+    sample: int = CALIBRATE_SAMPLE,
     progress: bool = True,
 ) -> tuple[Calibration, RunConfig]:
     """Fit the threshold of the judge or the probe on labelled items; the run keeps it (config.json,
@@ -409,7 +409,7 @@ def run_pipeline(
     progress: bool = True,
     force: bool = False,
     calibrate_labels: str | None = None,
-    calibrate_sample: int = 48,
+    calibrate_sample: int = CALIBRATE_SAMPLE,
 ) -> dict:
     """answer -> grade [-> calibrate] -> select -> train -> evaluate (with a test file), resuming what is done."""
     _items(config, "--data")  # bad input fails here, before anything is written

@@ -10,6 +10,7 @@ import sys
 import click
 
 from slearn_mlx import prompts
+from slearn_mlx.calibrate import CALIBRATE_SAMPLE
 
 
 def user_errors(command):
@@ -113,7 +114,7 @@ CALIBRATE = click.option(
 CALIBRATE_SAMPLE = click.option(
     "--calibrate-sample",
     type=click.IntRange(min=1),
-    default=48,
+    default=CALIBRATE_SAMPLE,
     show_default=True,
     help="With the probe: how many items the model answers to label for --calibrate.",
 )
