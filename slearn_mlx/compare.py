@@ -32,7 +32,7 @@ from slearn_mlx import distributed
 from slearn_mlx.config import RunConfig
 from slearn_mlx.errors import ConfigError
 from slearn_mlx.general import GeneralSummary, evaluate_general
-from slearn_mlx.knowledge_map import knowledge_map, probe_adapted
+from slearn_mlx.knowledge_map import knowledge_map, probe_with
 from slearn_mlx.pipeline import (
     SharedModel,
     stage_answer,
@@ -298,16 +298,22 @@ def _general(run: RunDir, base: GeneralSummary | None, models: SharedModel, echo
 
 def _knowledge_maps(probe_base: RunDir, probing: RunConfig, strategy: Strategy, seeds: int, out: Path,
                     models: SharedModel, progress: bool) -> dict:  # fmt: skip
-    """The knowledge map of the training items by the base model's probe, and by `strategy`'s adapted model (its
-    first seed), read the same way."""
+    """The knowledge map of the training items by the base model's probe (the verdict), and what moved: the base model
+    and `strategy`'s adapted model (its first seed) both read in the chat frame, where the run trained."""
     items = load_run_items(probe_base)
     cut, grade = probing.grade.cut, probing.grade
     run = RunDir(out / strategy.name / "seed0" if seeds > 1 else out / strategy.name)
-    frame = Frame.for_items(grade.probe_frame, items, grade.probe_lead)
-    adapted = probe_adapted(*models.get(), run, items, frame, probing.answer, grade.batch_size, progress)
-    base = knowledge_map(items, read_records(probe_base.probe, Knowledge), cut)
+    chat = Frame.for_items("chat", items, grade.probe_lead)
+    read = lambda path, adapters=None: probe_with(*models.get(), items, path, chat, probing.answer,  # noqa: E731
+                                                  grade.batch_size, adapters, progress)  # fmt: skip
+    verdict = read_records(probe_base.probe, Knowledge)
+    before = verdict if grade.probe_frame == "chat" else read(probe_base.chat_probe)
+    adapted = read(run.adapted_probe, run.adapters)
+    base = knowledge_map(items, before, cut)
     return {
-        "strategy": strategy.name, "base": base.to_json(), "adapted": knowledge_map(items, adapted, cut).to_json(),
+        "strategy": strategy.name, "frame": "chat", "base": base.to_json(),
+        "adapted": knowledge_map(items, adapted, cut).to_json(),
+        "verdict": {"frame": grade.probe_frame, **knowledge_map(items, verdict, cut).to_json()},
         "moved": {item.id: adapted[item.id].p_reference for item in base.least_known if item.id in adapted},
     }  # fmt: skip
 

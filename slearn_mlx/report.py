@@ -114,16 +114,28 @@ def _p_bin(low: float, high: float) -> str:
     return f"below {p(high)}" if low <= -12 else f"{p(low)} to {p(high)}"
 
 
+def map_headline(maps: dict) -> str:
+    """Known before and after training, in the frame both were read in, and the verdict's own count where it read the
+    base model in another frame."""
+    base, adapted = maps["base"], maps["adapted"]
+    unread = f" ({base['n_items'] - base['n_read']} unread)" if base["n_read"] < base["n_items"] else ""
+    line = (f"Training items known, read in the {maps.get('frame', 'probe')} frame: base {base['n_known']} of "
+            f"{base['n_items']}{unread} -> adapted ({maps['strategy']}, first seed) {adapted['n_known']} of "
+            f"{adapted['n_items']}.")  # fmt: skip
+    verdict = maps.get("verdict")
+    if verdict and verdict["frame"] != maps.get("frame"):
+        line += (f" The knowledge test reads the base model in the {verdict['frame']} frame: {verdict['n_known']} of "
+                 f"{verdict['n_items']} known there.")  # fmt: skip
+    return line
+
+
 def map_markdown(maps: dict) -> list[str]:
     """The knowledge map as markdown: the spread of P(reference) by decade, base and adapted; the share known per
     category; the least known items."""
     base, adapted = maps["base"], maps["adapted"]
     cut = base["threshold"]
     lines = ["", f"## What the model knows: the knowledge map (the probe; known at P(reference) >= {cut:g})", "",
-             f"Training items known: base {base['n_known']} of {base['n_items']}"
-             + (f" ({base['n_items'] - base['n_read']} unread)" if base["n_read"] < base["n_items"] else "")
-             + f" -> adapted ({maps['strategy']}, first seed) {adapted['n_known']} of {adapted['n_items']}.", "",
-             "| P(reference) | base | adapted |", "| --- | ---: | ---: |"]  # fmt: skip
+             map_headline(maps), "", "| P(reference) | base | adapted |", "| --- | ---: | ---: |"]  # fmt: skip
     for b, a in reversed(list(zip(base["bins"], adapted["bins"]))):  # surest known first, as in the plot
         mark = " (known)" if b["low"] >= math.log10(cut) - 1e-12 else ""
         lines.append(f"| {_p_bin(b['low'], b['high'])}{mark} | {b['count']} | {a['count']} |")

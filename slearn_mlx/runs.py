@@ -68,7 +68,9 @@ class RunDir:
     adapters = property(lambda self: self.root / "adapters")
     eval_dir = property(lambda self: self.root / "eval")
     general = property(lambda self: self.root / "eval" / "general.json")  # general skills, base and adapted
-    adapted_probe = property(lambda self: self.root / "eval" / "adapted_probe.jsonl")  # the probe, adapted model
+    # The probe in the chat frame (the knowledge map's reading of what moved), by the adapted model and the base one.
+    adapted_probe = property(lambda self: self.root / "eval" / "adapted_chat_probe.jsonl")
+    chat_probe = property(lambda self: self.root / "eval" / "chat_probe.jsonl")
     report = property(lambda self: self.root / "report.json")
     rephrased = property(lambda self: self.root / "rephrased.jsonl")
     fingerprint = property(lambda self: self.root / "fingerprint.json")

@@ -58,15 +58,23 @@ def test_compare_maps_what_the_base_and_the_adapted_model_know(runner, tiny_mode
     assert result.exit_code == 0, result.output
     maps = json.loads((out / "report.json").read_text())["knowledge_map"]
     assert maps["strategy"] == "wrong+probe+rehearse1"
-    base_probe = [json.loads(line) for line in (out / "base-probe" / "probe.jsonl").read_text().splitlines()]
-    adapted = [json.loads(line) for line in (out / maps["strategy"] / "eval" / "adapted_probe.jsonl").read_text()
-               .splitlines()]  # fmt: skip
-    assert sum(b["count"] for b in maps["base"]["bins"]) == len(base_probe) == 8
+    lines = lambda path: [json.loads(line) for line in path.read_text().splitlines()]  # noqa: E731
+    verdict = lines(out / "base-probe" / "probe.jsonl")  # the few-shot frame, the default verdict
+    base_chat = lines(out / "base-probe" / "eval" / "chat_probe.jsonl")
+    adapted = lines(out / maps["strategy"] / "eval" / "adapted_chat_probe.jsonl")
+    # What moved: both models read in the chat frame, where the run trained; the verdict's own count beside it.
+    assert maps["frame"] == "chat" and maps["verdict"]["frame"] == "fewshot"
+    assert sum(b["count"] for b in maps["verdict"]["bins"]) == len(verdict) == 8
+    assert maps["verdict"]["n_known"] == sum(r["p_reference"] >= 0.8 for r in verdict)
+    assert sum(b["count"] for b in maps["base"]["bins"]) == len(base_chat) == 8
+    assert maps["base"]["n_known"] == sum(r["p_reference"] >= 0.8 for r in base_chat)
     assert sum(b["count"] for b in maps["adapted"]["bins"]) == len(adapted) == 8
-    assert {r["id"]: r["p_reference"] for r in base_probe} != {r["id"]: r["p_reference"] for r in adapted}
+    assert {r["id"]: r["p_reference"] for r in base_chat} != {r["id"]: r["p_reference"] for r in adapted}
+    assert {r["id"]: r["p_reference"] for r in base_chat} != {r["id"]: r["p_reference"] for r in verdict}
     assert {c["name"] for c in maps["base"]["categories"]} == {"a", "b"}
     assert set(maps["moved"]) == {i["id"] for i in maps["base"]["least_known"]}
     markdown = (out / "report.md").read_text()
     assert "## What the model knows" in markdown and "| a | 4 |" in markdown
+    assert "read in the chat frame" in markdown and "reads the base model in the fewshot frame" in markdown
     page = (out / "report.html").read_text()
     assert "The knowledge map" in page and "<h2>What the model knows</h2>" in page
