@@ -106,3 +106,14 @@ def test_llama_cpp_adds_bos_where_the_importer_says(case, tmp_path):
     write_tiny_gguf(source, tokenizer=metadata)
     llama = llama_cpp.Llama(str(source), n_ctx=64, vocab_only=True, verbose=False)
     assert (llama.tokenize(b"Hi", add_bos=True)[0] == metadata["tokenizer.ggml.bos_token_id"]) is adds
+
+
+def test_a_sentencepiece_llama_file_encodes_as_llama_cpp_does(tmp_path):
+    """Llama 2's and Mistral 7B's kind of file: SentencePiece BPE with the space prefix llama.cpp adds by default."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    metadata = spm_tokenizer(tmp_path, None)
+    source, _, tokenizer = imported(tmp_path, metadata)
+    llama = llama_cpp.Llama(str(source), n_ctx=64, vocab_only=True, verbose=False)
+    for text in STRINGS + CORPUS[:6]:
+        expected = llama.tokenize(text.encode(), add_bos=False, special=True)
+        assert tokenizer.encode(text, add_special_tokens=False) == expected, text
