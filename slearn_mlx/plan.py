@@ -30,9 +30,11 @@ from slearn_mlx.training.batches import batch_order, batch_width, make_batch, pa
 from slearn_mlx.training.config import TrainConfig
 from slearn_mlx.training.loop import TrainData, TrainHooks, train_adapters
 
-# Timed: a sample of the pairs (the setup grows with them), at least 10 steps, and until 3 steps after the first
+# Timed: a sample of the pairs (the setup grows with them), at least TIMED_STEPS steps, and until 3 steps after the first
 # WARM_UP (slower: the allocator's first rounds) reuse a compiled width.
-TIMED_PAIRS, TIMED_STEPS, MAX_TIMED_STEPS, WARM_UP = 96, 10, 24, 3  # 96 pairs: 24 steps of 4 in one epoch
+# 48 pairs and 8-16 steps: 0.09x of the default run on world, its forecasts no worse than 96 pairs' and 10-24 steps
+# measured in the same sitting (BENCHMARKS.md, "slearn plan").
+TIMED_PAIRS, TIMED_STEPS, MAX_TIMED_STEPS, WARM_UP = 48, 8, 16, 3
 BUDGETS = (0.25, 0.5)
 
 
