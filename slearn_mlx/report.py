@@ -176,9 +176,11 @@ def map_plot(maps: dict, width: int = 700) -> str:
             body.append(_text(left + count * scale + 4, yy + j * bar + bar - 1, str(count)))
         if abs(b["low"] - cut) < 1e-12:  # the first bin below the threshold starts after this one
             line_y = yy + 2 * bar + 2
-            body += [f'<line x1="{left - 100}" y1="{line_y}" x2="{width - 10}" y2="{line_y}" stroke="#c44e52" '
-                     'stroke-dasharray="4 3"/>', _text(width - 12, line_y - 3, f"known above: P >= {base['threshold']:g}",
-                     "end", fill="#c44e52")]  # fmt: skip
+            body.append(f'<line x1="{left - 100}" y1="{line_y}" x2="{width - 10}" y2="{line_y}" stroke="#c44e52" '
+                        'stroke-dasharray="4 3"/>')  # fmt: skip
+    # The threshold's key in the legend row, where no bar reaches it.
+    body += [f'<line x1="{width - 190}" y1="9" x2="{width - 166}" y2="9" stroke="#c44e52" stroke-dasharray="4 3"/>',
+             _text(width - 12, 13, f"known above: P >= {base['threshold']:g}", "end", fill="#c44e52")]  # fmt: skip
     return _svg(width, height, body, "The knowledge map: training items by P(reference), base and adapted")
 
 
