@@ -91,7 +91,7 @@ def markdown(report: dict) -> str:
         )
     if general:
         sets = ", ".join(f"{name} {pct(value)}" for name, value in general.items() if name != "overall")
-        lines += ["", f"General skills (slearn_mlx/datasets/general, the correct letter the likeliest): the base model "
+        lines += ["", f"General skills (slearn_mlx/datasets/general, the correct option's text the likeliest): the base model "
                       f"{pct(general['overall'])} ({sets}); vs base: the adapted model's change over seeds."]  # fmt: skip
     lines += [
         "",
