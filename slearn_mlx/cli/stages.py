@@ -36,7 +36,7 @@ from slearn_mlx.cli.options import (
 )
 
 GENERAL_HELP = ("Also score the base and the adapted model on the shipped general multiple-choice sets (MMLU, "
-                "OpenBookQA, CommonsenseQA; one forward pass per item).")  # fmt: skip
+                "OpenBookQA, CommonsenseQA; each option's text scored after the question, no generation).")  # fmt: skip
 
 
 @click.command()
