@@ -57,13 +57,13 @@ def assert_same_run(expected: Path, got: Path) -> None:
     derived = {
         "differs adapters/adapters.safetensors",
         "differs train/losses.jsonl",
-        "differs eval/adapted_probe.jsonl",
+        "differs eval/adapted_chat_probe.jsonl",
     }
     assert set(problems) <= derived, problems
     if (expected / "adapters").exists():
         assert adapter_difference(expected / "adapters", got / "adapters") < TOLERANCE
-    if "differs eval/adapted_probe.jsonl" in problems:
-        one, two = (probe_reading(run / "eval" / "adapted_probe.jsonl") for run in (expected, got))
+    if "differs eval/adapted_chat_probe.jsonl" in problems:
+        one, two = (probe_reading(run / "eval" / "adapted_chat_probe.jsonl") for run in (expected, got))
         assert one.keys() == two.keys()
         assert all(abs(one[k] - two[k]) <= 1e-3 * max(one[k], two[k]) + 1e-12 for k in one)
 
