@@ -8,9 +8,10 @@ import math
 from pathlib import Path
 
 from slearn_mlx.common import pct
+from slearn_mlx.map_report import map_markdown, map_plot, map_tables
 from slearn_mlx.runs import atomic_file, write_json_atomic
+from slearn_mlx.svg import COLORS, html_table, svg, text
 
-COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"]
 STAGE_COLORS = {"answer": "#4c72b0", "grade": "#dd8452", "calibrate": "#da8bc3", "select": "#8c8c8c",
                 "train": "#55a868"}  # fmt: skip
 
@@ -19,20 +20,20 @@ def _pm(value: float | None, spread: float | None, percent: bool = True) -> str:
     """A mean with its spread over seeds: 85.0% ± 1.2."""
     if value is None:
         return "-"
-    text = pct(value) if percent else f"{value:.1f}"
+    shown = pct(value) if percent else f"{value:.1f}"
     if spread is None:
-        return text
-    return f"{text} ± {100 * spread:.1f}" if percent else f"{text} ± {spread:.1f}"
+        return shown
+    return f"{shown} ± {100 * spread:.1f}" if percent else f"{shown} ± {spread:.1f}"
 
 
 def _interval(vs: dict | None) -> str:
     """A paired difference in points, with its 95% interval when there are several seeds."""
     if not vs:
         return "-"
-    text = f"{100 * vs['mean']:+.1f}"
+    shown = f"{100 * vs['mean']:+.1f}"
     if vs.get("low") is not None:
-        text += f" [{100 * vs['low']:+.1f}, {100 * vs['high']:+.1f}]"
-    return text
+        shown += f" [{100 * vs['low']:+.1f}, {100 * vs['high']:+.1f}]"
+    return shown
 
 
 def rows(report: dict) -> list[dict]:
@@ -105,122 +106,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines + [""])
 
 
-def _p_bin(low: float, high: float) -> str:
-    """A bin of log10 P(reference) as a range of P: "1e-3 to 1e-2", "0.8 to 1"; the lowest bin holds all below."""
-
-    def p(x: float) -> str:
-        return "1" if x == 0 else f"1e{round(x)}" if abs(x - round(x)) < 1e-9 else f"{10**x:.2g}"
-
-    return f"below {p(high)}" if low <= -12 else f"{p(low)} to {p(high)}"
-
-
-def map_headline(maps: dict) -> str:
-    """Known before and after training, in the frame both were read in, and the verdict's own count where it read the
-    base model in another frame."""
-    base, adapted = maps["base"], maps["adapted"]
-    unread = f" ({base['n_items'] - base['n_read']} unread)" if base["n_read"] < base["n_items"] else ""
-    line = (f"Training items known, read in the {maps.get('frame', 'probe')} frame: base {base['n_known']} of "
-            f"{base['n_items']}{unread} -> adapted ({maps['strategy']}, first seed) {adapted['n_known']} of "
-            f"{adapted['n_items']}.")  # fmt: skip
-    verdict = maps.get("verdict")
-    if verdict and verdict["frame"] != maps.get("frame"):
-        line += (f" The knowledge test reads the base model in the {verdict['frame']} frame: {verdict['n_known']} of "
-                 f"{verdict['n_items']} known there.")  # fmt: skip
-    return line
-
-
-def map_markdown(maps: dict) -> list[str]:
-    """The knowledge map as markdown: the spread of P(reference) by decade, base and adapted; the share known per
-    category; the least known items."""
-    base, adapted = maps["base"], maps["adapted"]
-    cut = base["threshold"]
-    lines = ["", f"## What the model knows: the knowledge map (the probe; known at P(reference) >= {cut:g})", "",
-             map_headline(maps), "", "| P(reference) | base | adapted |", "| --- | ---: | ---: |"]  # fmt: skip
-    for b, a in reversed(list(zip(base["bins"], adapted["bins"]))):  # surest known first, as in the plot
-        mark = " (known)" if b["low"] >= math.log10(cut) - 1e-12 else ""
-        lines.append(f"| {_p_bin(b['low'], b['high'])}{mark} | {b['count']} | {a['count']} |")
-    if base["categories"]:
-        after = {c["name"]: c for c in adapted["categories"]}
-        lines += ["", "| category | items | known: base | adapted |", "| --- | ---: | ---: | ---: |"]
-        for c in base["categories"]:
-            a = after.get(c["name"], {"n_known": 0, "n_items": c["n_items"]})
-            lines.append(f"| {c['name']} | {c['n_items']} | {pct(c['n_known'] / c['n_items'])} "
-                         f"| {pct(a['n_known'] / a['n_items'])} |")  # fmt: skip
-    now = maps.get("moved", {})  # the adapted model's P(reference) of the base model's least known
-    lines += ["", "Least known by the base model:", "", "| question | reference | P base | P adapted |",
-              "| --- | --- | ---: | ---: |"]  # fmt: skip
-    for item in base["least_known"]:
-        cell = lambda t: " ".join(t.split()).replace("|", "\\|")[:90]  # noqa: E731
-        later = f"{now[item['id']]:.2g}" if item["id"] in now else "-"
-        lines.append(f"| {cell(item['question'])} | {cell(item['reference'])} | {item['p_reference']:.2g} | {later} |")
-    return lines
-
-
-def map_plot(maps: dict, width: int = 700) -> str:
-    """P(reference) by decade, base and adapted side by side, the threshold as a line: what training moved."""
-    base, adapted = maps["base"], maps["adapted"]
-    n_bins, bar, left, top = len(base["bins"]), 9, 110, 24
-    height = top + n_bins * (2 * bar + 4) + 10
-    peak = max([b["count"] for b in base["bins"]] + [a["count"] for a in adapted["bins"]] + [1])
-    scale = (width - left - 60) / peak
-    body = [f'<rect x="{left}" y="4" width="10" height="10" fill="{COLORS[1]}"/>', _text(left + 14, 13, "base"),
-            f'<rect x="{left + 60}" y="4" width="10" height="10" fill="{COLORS[0]}"/>',
-            _text(left + 74, 13, f"adapted ({maps['strategy']})")]  # fmt: skip
-    cut = math.log10(base["threshold"])
-    for i, (b, a) in enumerate(zip(reversed(base["bins"]), reversed(adapted["bins"]))):
-        yy = top + i * (2 * bar + 4)
-        body.append(_text(left - 6, yy + bar + 4, _p_bin(b["low"], b["high"]), "end"))
-        for j, (count, color) in enumerate(((b["count"], COLORS[1]), (a["count"], COLORS[0]))):
-            body.append(f'<rect x="{left}" y="{yy + j * bar}" width="{count * scale:.1f}" height="{bar - 1}" '
-                        f'fill="{color}"/>')  # fmt: skip
-            body.append(_text(left + count * scale + 4, yy + j * bar + bar - 1, str(count)))
-        if abs(b["low"] - cut) < 1e-12:  # the first bin below the threshold starts after this one
-            line_y = yy + 2 * bar + 2
-            body.append(f'<line x1="{left - 100}" y1="{line_y}" x2="{width - 10}" y2="{line_y}" stroke="#c44e52" '
-                        'stroke-dasharray="4 3"/>')  # fmt: skip
-    # The threshold's key in the legend row, where no bar reaches it.
-    body += [f'<line x1="{width - 190}" y1="9" x2="{width - 166}" y2="9" stroke="#c44e52" stroke-dasharray="4 3"/>',
-             _text(width - 12, 13, f"known above: P >= {base['threshold']:g}", "end", fill="#c44e52")]  # fmt: skip
-    return _svg(width, height, body, "The knowledge map: training items by P(reference), base and adapted")
-
-
-def map_tables(maps: dict) -> str:
-    """The markdown tables of the map, as HTML tables."""
-    out, rows_ = [], []
-    for line in map_markdown(maps)[3:]:
-        if line.startswith("|"):
-            rows_.append([c.strip().replace("\\|", "|") for c in line.strip("|").split(" | ")])
-        else:
-            if rows_:
-                out.append(_html_table(rows_[0], [r for r in rows_[2:]]))
-                rows_ = []
-            if line.strip():
-                out.append(f"<p>{html.escape(line)}</p>")
-    if rows_:
-        out.append(_html_table(rows_[0], rows_[2:]))
-    return "\n".join(out)
-
-
-def _html_table(head: list[str], cells: list[list[str]]) -> str:
-    header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in cells)
-    return f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>"
-
-
 # --------------------------------------------------------------------------- SVG plots
-
-
-def _svg(width: int, height: int, body: list[str], title: str) -> str:
-    return (
-        f"<figure><figcaption>{html.escape(title)}</figcaption>"
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">{"".join(body)}</svg></figure>'
-    )
-
-
-def _text(x: float, y: float, text: str, anchor: str = "start", **attrs) -> str:
-    extra = "".join(f' {k.replace("_", "-")}="{v}"' for k, v in attrs.items())
-    return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{extra}>{html.escape(text)}</text>'
 
 
 def smoothed(values: list[float], weight: float | None = None) -> list[float]:
@@ -238,7 +124,6 @@ def smoothed(values: list[float], weight: float | None = None) -> list[float]:
 def loss_scale(low: float, high: float) -> tuple[bool, list[float]]:
     """(log scale?, tick values): log where the losses span more than a factor of 20, as a first step's loss
     over a last epoch's does; ticks at powers of ten then, at the ends otherwise."""
-    import math
 
     if low > 0 and high / low > 20:
         ticks = [10.0**e for e in range(math.ceil(math.log10(low)), math.floor(math.log10(high)) + 1)]
@@ -249,7 +134,6 @@ def loss_scale(low: float, high: float) -> tuple[bool, list[float]]:
 def loss_plot(report: dict, width: int = 700, height: int = 300) -> str:
     """Training loss per step, smoothed (the raw steps faint behind), and validation loss per epoch (dots), one
     colour per strategy; a log scale where the range calls for it."""
-    import math
 
     left, right, top, bottom = 50, 200, 10, 30
     series = []
@@ -270,11 +154,11 @@ def loss_plot(report: dict, width: int = 700, height: int = 300) -> str:
     y = lambda v: top + (height - top - bottom) * (f(high) - f(v)) / (f(high) - f(low))  # noqa: E731
     body = [f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#333"/>',
             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#333"/>',
-            _text((left + width - right) / 2, height - 6, "optimizer step" + (" (loss on a log scale)" if log else ""),
+            text((left + width - right) / 2, height - 6, "optimizer step" + (" (loss on a log scale)" if log else ""),
                   "middle"),
-            _text(left + 4, height - bottom - 4, "1"), _text(width - right, height - bottom - 4, str(max_step), "end")]  # fmt: skip
+            text(left + 4, height - bottom - 4, "1"), text(width - right, height - bottom - 4, str(max_step), "end")]  # fmt: skip
     for tick in ticks:
-        body.append(_text(left - 4, y(tick) + 4, f"{tick:g}" if log else f"{tick:.2f}", "end"))
+        body.append(text(left - 4, y(tick) + 4, f"{tick:g}" if log else f"{tick:.2f}", "end"))
         if log:
             body.append(f'<line x1="{left}" y1="{y(tick):.1f}" x2="{width - right}" y2="{y(tick):.1f}" stroke="#ddd"/>')
     for n, (name, color, steps, valid) in enumerate(series):
@@ -286,9 +170,9 @@ def loss_plot(report: dict, width: int = 700, height: int = 300) -> str:
             f'<circle cx="{x(step):.1f}" cy="{y(v):.1f}" r="3.5" fill="{color}" stroke="#000"/>' for step, v in valid
         ]
         body.append(f'<rect x="{width - right + 12}" y="{top + 16 * n}" width="10" height="10" fill="{color}"/>')
-        body.append(_text(width - right + 26, top + 16 * n + 9, name))
+        body.append(text(width - right + 26, top + 16 * n + 9, name))
     title = "Training loss per step (smoothed; raw steps faint) and validation loss per epoch (dots)"
-    return _svg(width, height, body, title)
+    return svg(width, height, body, title)
 
 
 def time_plot(report: dict, width: int = 700) -> str:
@@ -301,10 +185,10 @@ def time_plot(report: dict, width: int = 700) -> str:
     body = []
     for n, stage in enumerate(STAGE_COLORS):
         body.append(f'<rect x="{left + 80 * n}" y="4" width="10" height="10" fill="{STAGE_COLORS[stage]}"/>')
-        body.append(_text(left + 80 * n + 14, 13, stage))
+        body.append(text(left + 80 * n + 14, 13, stage))
     for i, s in enumerate(strategies):
         yy = top + i * (bar + gap)
-        body.append(_text(left - 6, yy + bar - 5, s["strategy"], "end"))
+        body.append(text(left - 6, yy + bar - 5, s["strategy"], "end"))
         xx = left
         for stage, color in STAGE_COLORS.items():
             seconds = s["seconds"].get(stage, 0.0)
@@ -312,8 +196,8 @@ def time_plot(report: dict, width: int = 700) -> str:
                 body.append(f'<rect x="{xx:.1f}" y="{yy}" width="{seconds * scale:.1f}" height="{bar}" fill="{color}">'
                             f"<title>{stage}: {seconds:.1f} s</title></rect>")  # fmt: skip
                 xx += seconds * scale
-        body.append(_text(xx + 4, yy + bar - 5, f"{s['total_seconds']:.0f} s"))
-    return _svg(width, height, body, "Wall time per stage (seconds)")
+        body.append(text(xx + 4, yy + bar - 5, f"{s['total_seconds']:.0f} s"))
+    return svg(width, height, body, "Wall time per stage (seconds)")
 
 
 def accuracy_plot(report: dict, width: int = 700) -> str:
@@ -322,11 +206,11 @@ def accuracy_plot(report: dict, width: int = 700) -> str:
     left, right, bar, gap, top = 200, 60, 12, 10, 24
     height = top + len(strategies) * (2 * bar + gap) + 10
     scale = width - left - right
-    body = [f'<rect x="{left}" y="4" width="10" height="10" fill="{COLORS[0]}"/>', _text(left + 14, 13, "held-out"),
-            f'<rect x="{left + 90}" y="4" width="10" height="10" fill="{COLORS[2]}"/>', _text(left + 104, 13, "retention")]  # fmt: skip
+    body = [f'<rect x="{left}" y="4" width="10" height="10" fill="{COLORS[0]}"/>', text(left + 14, 13, "held-out"),
+            f'<rect x="{left + 90}" y="4" width="10" height="10" fill="{COLORS[2]}"/>', text(left + 104, 13, "retention")]  # fmt: skip
     for i, s in enumerate(strategies):
         yy = top + i * (2 * bar + gap)
-        body.append(_text(left - 6, yy + bar + 4, s["strategy"], "end"))
+        body.append(text(left - 6, yy + bar + 4, s["strategy"], "end"))
         for j, (key, color) in enumerate((("accuracy", COLORS[0]), ("retention", COLORS[2]))):
             value = s.get(key)
             if value is None:
@@ -334,15 +218,15 @@ def accuracy_plot(report: dict, width: int = 700) -> str:
             body.append(
                 f'<rect x="{left}" y="{yy + j * bar}" width="{value * scale:.1f}" height="{bar - 1}" fill="{color}"/>'
             )
-            body.append(_text(left + value * scale + 4, yy + j * bar + bar - 2, pct(value)))
+            body.append(text(left + value * scale + 4, yy + j * bar + bar - 2, pct(value)))
     base = report.get("base_accuracy")
     if base is not None:
         xx = left + base * scale
         body.append(
             f'<line x1="{xx:.1f}" y1="{top - 4}" x2="{xx:.1f}" y2="{height - 6}" stroke="#c44e52" stroke-dasharray="4 3"/>'
         )
-        body.append(_text(xx + 3, height - 8, f"base {pct(base)}", fill="#c44e52"))
-    return _svg(width, height, body, "Accuracy per strategy (0-100%)")
+        body.append(text(xx + 3, height - 8, f"base {pct(base)}", fill="#c44e52"))
+    return svg(width, height, body, "Accuracy per strategy (0-100%)")
 
 
 def _table(report: dict) -> str:
@@ -359,7 +243,7 @@ def _table(report: dict) -> str:
             _pm(row["retention"], spread.get("retention")),
         ] + ([_pm(row.get("general"), spread.get("general")), _interval(row.get("general_change"))]
              if general else []))  # fmt: skip
-    return _html_table(head, cells)
+    return html_table(head, cells)
 
 
 def tradeoff_plot(report: dict, width: int = 700, height: int = 380) -> str:
@@ -379,18 +263,18 @@ def tradeoff_plot(report: dict, width: int = 700, height: int = 380) -> str:
     y = lambda v: top + (height - top - bottom) * (y_hi - v) / (y_hi - y_lo)  # noqa: E731
     body = [f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#333"/>',
             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#333"/>',
-            _text((left + width - right) / 2, height - 8, "end-to-end seconds (selection + training)", "middle"),
-            _text(14, (top + height - bottom) / 2, "held-out accuracy", "middle",
+            text((left + width - right) / 2, height - 8, "end-to-end seconds (selection + training)", "middle"),
+            text(14, (top + height - bottom) / 2, "held-out accuracy", "middle",
                   transform=f"rotate(-90 14 {(top + height - bottom) / 2:.0f})")]  # fmt: skip
     for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
         sec, acc = x_hi * frac, y_lo + (y_hi - y_lo) * frac
-        body += [_text(x(sec), height - bottom + 14, f"{sec:.0f}", "middle"),
-                 _text(left - 4, y(acc) + 4, pct(acc), "end"),
+        body += [text(x(sec), height - bottom + 14, f"{sec:.0f}", "middle"),
+                 text(left - 4, y(acc) + 4, pct(acc), "end"),
                  f'<line x1="{left}" y1="{y(acc):.1f}" x2="{width - right}" y2="{y(acc):.1f}" stroke="#eee"/>']  # fmt: skip
     base = report.get("base_accuracy")
     if base is not None:
         body += [f'<line x1="{left}" y1="{y(base):.1f}" x2="{width - right}" y2="{y(base):.1f}" stroke="#c44e52" '
-                 'stroke-dasharray="4 3"/>', _text(width - right - 4, y(base) - 4, f"base {pct(base)}", "end",
+                 'stroke-dasharray="4 3"/>', text(width - right - 4, y(base) - 4, f"base {pct(base)}", "end",
                  fill="#c44e52")]  # fmt: skip
     for i, r in enumerate(points):
         color, cx, cy = COLORS[i % len(COLORS)], x(r["total_seconds"]), y(r["accuracy"])
@@ -405,10 +289,10 @@ def tradeoff_plot(report: dict, width: int = 700, height: int = 380) -> str:
                     f"<title>{html.escape(r['strategy'])}: {pct(r['accuracy'])}, {r['total_seconds']:.0f} s</title>"
                     "</circle>")  # fmt: skip
         body.append(f'<circle cx="{width - right + 17}" cy="{top + 16 * i + 5}" r="5" fill="{color}" stroke="#000"/>')
-        body.append(_text(width - right + 26, top + 16 * i + 9, r["strategy"]))
+        body.append(text(width - right + 26, top + 16 * i + 9, r["strategy"]))
     seeds = report.get("seeds", 1)
     whiskers = f"; whiskers: ± one standard deviation over {seeds} seeds" if seeds > 1 else ""
-    return _svg(width, height, body, f"Held-out accuracy against end-to-end time{whiskers}")
+    return svg(width, height, body, f"Held-out accuracy against end-to-end time{whiskers}")
 
 
 def write_reports(out: Path, report: dict) -> None:

@@ -11,7 +11,19 @@ PACKAGE = Path(__file__).resolve().parent.parent / "slearn_mlx"
 LAYERS = (
     (
         "foundation",
-        {"slearn_mlx", "errors", "common", "records", "options", "_blas", "distributed", "progress", "prompts", "runs"},
+        {
+            "slearn_mlx",
+            "errors",
+            "common",
+            "records",
+            "options",
+            "_blas",
+            "distributed",
+            "progress",
+            "prompts",
+            "runs",
+            "svg",
+        },
     ),  # fmt: skip
     ("models", {"models", "environment"}),
     ("data", {"data", "fields"}),
@@ -28,6 +40,7 @@ LAYERS = (
             "evaluate",
             "ask",
             "report",
+            "map_report",
             "export",
             "general",
             "knowledge_map",
