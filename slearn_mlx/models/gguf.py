@@ -156,17 +156,18 @@ def _convert_weights(weights: dict, config: dict, dtype: str) -> tuple[dict, dic
         base, _, suffix = name.rpartition(".")
         if base == "rope_freqs":
             continue  # recomputed by mlx-lm from rope_theta
-        # Quantized tensors come from mlx's reader as NAME.weight, NAME.scales and NAME.biases.
-        target = mlx_names.get(name) or mlx_names.get(f"{base}.weight", "").removesuffix(".weight") + f".{suffix}"
-        if target.startswith("."):
+        # Quantized tensors come from mlx's reader as NAME.weight, NAME.scales and NAME.biases: the last two go where
+        # NAME.weight goes.
+        weight = mlx_names.get(f"{base}.weight")
+        target = mlx_names.get(name) or (weight and weight.removesuffix("weight") + suffix)
+        if not target:
             raise ModelError(f"unexpected GGUF tensor {name!r} for a {model_type} model")
         # llama.cpp permutes the Q/K rows of llama models only (its LlamaModel converter), not the others'.
         if model_type == "llama" and base.endswith(("attn_q", "attn_k")):
             heads = config["num_attention_heads" if base.endswith("attn_q") else "num_key_value_heads"]
             tensor = _unpermute_rope_rows(tensor, heads)
-        if model_type == "gemma3_text" and base.endswith(
-            "norm"
-        ):  # Gemma scales by 1 + weight; llama.cpp stores the sum
+        # Gemma scales by 1 + weight; llama.cpp stores the sum.
+        if model_type == "gemma3_text" and base.endswith("norm"):
             tensor = tensor - 1.0
         out[target] = tensor
 
