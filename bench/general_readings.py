@@ -15,7 +15,7 @@ import numpy as np
 
 import slearn_mlx  # noqa: F401  (OpenBLAS before mlx)
 from slearn_mlx.answer import encode_chat, question_text
-from slearn_mlx.general import GENERAL_SETS, load_general
+from slearn_mlx.general import GENERAL_SETS, cloze_rows, load_general
 from slearn_mlx.models.load import load_model
 from slearn_mlx.probe import ProbeRow, read_rows
 
@@ -41,10 +41,11 @@ def text_right(model, tokenizer, item, frame: str) -> dict[str, bool]:
     if frame == "chat":
         context = encode_chat(tokenizer, item.question.strip())
         targets = [tokenizer.encode(t.strip(), add_special_tokens=False) for t in item.options.values()]
-    else:
-        context = tokenizer.encode(f"Question: {item.question.strip()}\nAnswer:")
-        targets = [tokenizer.encode(" " + t.strip(), add_special_tokens=False) for t in item.options.values()]
-    sums = np.array([lp.sum() for lp, _, _ in read_rows(model, [ProbeRow(context, t) for t in targets])])
+        rows = [ProbeRow(context, t) for t in targets]
+    else:  # the cloze frame slearn scores with
+        rows = cloze_rows(tokenizer, item)
+        targets = [row.target for row in rows]
+    sums = np.array([lp.sum() for lp, _, _ in read_rows(model, rows)])
     n_tokens = np.array([len(t) for t in targets])
     n_chars = np.array([len(t.strip()) for t in item.options.values()])
     letters = list(item.options)

@@ -46,22 +46,27 @@ def cloze_rows(tokenizer, item: QAItem) -> list[ProbeRow]:
             for text in item.options.values()]  # fmt: skip
 
 
-def option_scores(model, tokenizer, item: QAItem, share_prefix: bool = True) -> np.ndarray:
-    """The mean log-probability per token of each option's text after the question, in the options' order. The
-    question is read once and its keys and values reused for every option where the model's cache allows."""
+def option_scores(model, tokenizer, item: QAItem, share_prefix: bool | None = None) -> np.ndarray:
+    """The mean log-probability per token of each option's text after the question, in the options' order. With
+    `share_prefix` (by default: where the model's cache allows it) the question is read once and its keys and values
+    reused for every option."""
     from slearn_mlx.judge import Prefix
 
     rows = cloze_rows(tokenizer, item)
-    prefix = Prefix(model, rows[0].context[:-1]) if share_prefix and Prefix.usable(model) else None
+    share = Prefix.usable(model) if share_prefix is None else share_prefix
+    prefix = Prefix(model, rows[0].context[:-1]) if share else None
     return np.array([float(lp.mean()) for lp, _, _ in read_rows(model, rows, prefix)])
 
 
 def right_options(model, tokenizer, items: list[QAItem]) -> list[bool]:
     """Per item, whether its correct option is the one `option_scores` ranks first."""
+    from slearn_mlx.judge import Prefix
+
+    share = Prefix.usable(model)  # once: it builds a cache per layer to look
     right = []
     for item in items:
         letters = list(item.options)
-        right.append(letters[int(option_scores(model, tokenizer, item).argmax())] == item.reference)
+        right.append(letters[int(option_scores(model, tokenizer, item, share).argmax())] == item.reference)
     return right
 
 
