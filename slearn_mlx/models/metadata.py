@@ -45,7 +45,7 @@ def keep_metadata(source: Path, out: Path) -> None:
 def pre_tokenizer_name(tokenizer_json: dict) -> str:
     """llama.cpp's name for a byte-level tokenizer.json's pre-tokenizer: the split slearn writes for SmolLM2 ("smollm"),
     GPT-2's regex ("gpt-2"), or a split regex llama.cpp knows (Qwen2's, Llama 3's, tekken, ...)."""
-    from slearn_mlx.models.tokenizer import QWEN2_SPLIT
+    from slearn_mlx.models.tokenizer import QWEN2_SPLIT, converter_splits
 
     pre = tokenizer_json.get("pre_tokenizer") or {}
     steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
@@ -58,11 +58,7 @@ def pre_tokenizer_name(tokenizer_json: dict) -> str:
         regex = steps[0].get("pattern", {}).get("Regex")
         if regex == QWEN2_SPLIT:
             return "qwen2"
-        try:
-            from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
-        except ImportError:
-            GGUF_PRE_TOKENIZER_SPLITS = {}
-        for name, known in GGUF_PRE_TOKENIZER_SPLITS.items():
+        for name, known in converter_splits().items():
             if regex == known:
                 return name
     raise ModelError(f"cannot name this tokenizer's pre-tokenizer ({' + '.join(map(str, kinds))}) for llama.cpp")
@@ -120,17 +116,11 @@ def rebuild_metadata(model_dir: Path, config: dict, arch: str, out: Path) -> Non
     ids |= {content: t["id"] for content, t in added.items()}
     tokens = [""] * config["vocab_size"]
     types = [gguf.TokenType.UNUSED] * config["vocab_size"]
+    # An added token marked special is a control token to llama.cpp, another added one user-defined.
+    kinds = {None: gguf.TokenType.NORMAL, True: gguf.TokenType.CONTROL, False: gguf.TokenType.USER_DEFINED}
     for text, i in ids.items():
         if i < len(tokens):
-            tokens[i] = text
-            kind = added.get(text, {}).get("special")
-            types[i] = (
-                gguf.TokenType.NORMAL
-                if kind is None
-                else gguf.TokenType.CONTROL
-                if kind
-                else gguf.TokenType.USER_DEFINED
-            )
+            tokens[i], types[i] = text, kinds[added.get(text, {}).get("special")]
     for i, text in enumerate(tokens):  # rows of the embedding no token uses (padding to a round size)
         if not text:
             tokens[i] = f"[PAD{i}]"

@@ -122,8 +122,10 @@ def stale_import(path: Path) -> bool:
 
 
 def _tokenizer_changed_since_2(path: Path) -> bool:
+    """Whether version 3 builds this import's tokenizer differently from version 2: a byte-level pre-tokenizer version 2
+    split as GPT-2's, or BOS where the file does not say and llama.cpp adds it (version 2 never added it unsaid)."""
     from slearn_mlx.models.metadata import SOURCE_METADATA
-    from slearn_mlx.models.tokenizer import OWN_PRE_TOKENIZERS
+    from slearn_mlx.models.tokenizer import OWN_PRE_TOKENIZERS, add_bos_default
 
     try:
         import gguf
@@ -131,10 +133,13 @@ def _tokenizer_changed_since_2(path: Path) -> bool:
         fields = gguf.GGUFReader(path / SOURCE_METADATA).fields
     except (OSError, ValueError, ImportError):
         return True
-    said = {name: fields[name].contents() for name in ("tokenizer.ggml.model", "tokenizer.ggml.pre") if name in fields}
-    if said.get("tokenizer.ggml.model") == "llama":
-        return "tokenizer.ggml.add_bos_token" not in fields
-    return said.get("tokenizer.ggml.pre", "default") not in OWN_PRE_TOKENIZERS
+    keys = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.add_bos_token")
+    said = {name: fields[name].contents() for name in keys if name in fields}
+    resplit = (
+        said.get("tokenizer.ggml.model") == "gpt2"
+        and said.get("tokenizer.ggml.pre", "default") not in OWN_PRE_TOKENIZERS
+    )
+    return resplit or add_bos_default(said) != bool(said.get("tokenizer.ggml.add_bos_token", False))
 
 
 def installed_models() -> dict[str, Path]:

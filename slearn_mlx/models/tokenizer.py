@@ -68,23 +68,31 @@ def gguf_tokenizer(metadata: dict):
     return tokenizer, tokens
 
 
+def converter_splits() -> dict[str, str]:
+    """transformers' GGUF converter's split regex by llama.cpp pre-tokenizer name; empty where this transformers has
+    no such converter."""
+    try:
+        from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
+    except ImportError:
+        return {}
+    return GGUF_PRE_TOKENIZER_SPLITS
+
+
 def _converted_tokenizer(metadata: dict, tokens: list[str], pre: str):
     """A byte-level tokenizer with another pre-tokenizer (Llama 3's, Mistral's tekken, GPT-4o's, ...), built by
     transformers' GGUF converter (no torch needed); words the vocabulary holds whole are taken whole where llama.cpp
     does so."""
-    try:
-        from transformers.integrations.gguf.gguf_tokenizer_mapping import (
-            GGUF_PRE_TOKENIZER_SPLITS,
-            convert_gguf_tokenizer,
-        )
-    except ImportError:
+    splits = converter_splits()
+    if not splits:
         raise ModelError(
             f"GGUF pre-tokenizer {pre!r} is built by transformers' GGUF converter, which this transformers lacks: "
             "pip install -U transformers"
-        ) from None
-    if pre not in GGUF_PRE_TOKENIZER_SPLITS:
-        known = sorted(set(OWN_PRE_TOKENIZERS) | set(GGUF_PRE_TOKENIZER_SPLITS))
+        )
+    if pre not in splits:
+        known = sorted(set(OWN_PRE_TOKENIZERS) | set(splits))
         raise ModelError(f"GGUF pre-tokenizer {pre!r} is not supported; these are: {', '.join(known)}")
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import convert_gguf_tokenizer
+
     described = {"tokenizer_type": "gpt2", "pre_tokenizer_type": pre, "tokens": tokens,
                  "merges": list(metadata["tokenizer.ggml.merges"]), "token_type": _token_types(metadata, tokens)}  # fmt: skip
     tokenizer, _ = convert_gguf_tokenizer(scalar(metadata, "general.architecture"), described)
