@@ -129,8 +129,8 @@ def probe_rows(tokenizer, item: QAItem, frame: Frame, answer_config: AnswerConfi
     letter = item.reference_letter
     if letter is not None:
         prompt = encode_chat(tokenizer, question_text(item, answer_config))
-        choices = [first_token(tokenizer, option) for option in item.options]
-        return [ProbeRow(prompt, [first_token(tokenizer, letter)], choices)]
+        choices = [_first_token(tokenizer, option) for option in item.options]
+        return [ProbeRow(prompt, [_first_token(tokenizer, letter)], choices)]
     if frame.name == "chat":
         prompt, lead = encode_chat(tokenizer, question_text(item, answer_config)), frame.lead
     else:
@@ -138,7 +138,7 @@ def probe_rows(tokenizer, item: QAItem, frame: Frame, answer_config: AnswerConfi
     return [ProbeRow(*_split_lead(tokenizer, prompt, lead, reference)) for reference in item.references]
 
 
-def first_token(tokenizer, text: str) -> int:
+def _first_token(tokenizer, text: str) -> int:
     """The token a text starts with (an option's letter), as the model would write it first."""
     return tokenizer.encode(text, add_special_tokens=False)[0]
 
